@@ -1,0 +1,20 @@
+"""Rule aggregate_cohort: append this batch's samples to the cohort store."""
+
+from pathlib import Path
+
+from cohortflow.provenance import run_provenance
+from cohortflow.rulelog import rule_logging
+from cohortflow.inputs import sample_inputs_from_plan
+from cohortflow.store import aggregate
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_logging(sm.log[0]):
+    aggregate(
+        store=Path(sm.params.store),
+        batch=sm.params.batch,
+        inputs=sample_inputs_from_plan(sm.params.samples),
+        replace=bool(sm.params.replace),
+        metadata=run_provenance(
+            sm.params.build, Path(sm.input.kb), sm.params.caller, sm.params.config_sha256
+        ),
+    )

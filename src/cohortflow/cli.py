@@ -1,0 +1,316 @@
+"""The ``cohortflow`` command line: a thin layer over the package and Snakemake.
+
+User errors (CohortflowError) print one message and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cohortflow import __version__
+from cohortflow.errors import CohortflowError
+
+log = logging.getLogger("cohortflow")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="[cohortflow %(asctime)s] %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _existing(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CohortflowError(f"{path}: file not found")
+    return p
+
+
+# -- validate / run / demo ---------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cohortflow.layout import RunPlan
+    from cohortflow.sheets import load_config_file, load_run_config
+
+    configfile = Path(args.configfile)
+    run = load_run_config(load_config_file(configfile), base_dir=Path.cwd(), source=str(configfile))
+    plan = RunPlan.from_run(run)
+    entries: dict[str, int] = {}
+    for p in plan.plans:
+        entries[p.entry] = entries.get(p.entry, 0) + 1
+    summary = ", ".join(f"{n} from {k}" for k, n in sorted(entries.items()))
+    print(f"{configfile}: OK: {len(plan.plans)} samples ({summary}), {len(run.units)} units")
+    return 0
+
+
+def _snakemake_cmd(
+    configfile: Path,
+    cores: int,
+    workdir: Path | None,
+    profile: str | None,
+    extra: Sequence[str],
+) -> list[str]:
+    from cohortflow.paths import snakefile
+
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile())]
+    if workdir is not None:
+        cmd += ["-d", str(workdir)]
+    cmd += ["--configfile", str(configfile), "--cores", str(cores)]
+    if profile:
+        cmd += ["--profile", profile]
+    cmd += ["--rerun-incomplete", "--printshellcmds"]
+    cmd += list(extra)
+    return cmd
+
+
+def _run_snakemake(cmd: list[str]) -> int:
+    log.info("running: %s", " ".join(cmd))
+    return subprocess.call(cmd)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    configfile = Path(args.configfile)
+    cmd_validate(argparse.Namespace(configfile=str(configfile)))
+    extra = [a for a in args.snakemake_args if a != "--"]
+    start = time.monotonic()
+    rc = _run_snakemake(_snakemake_cmd(configfile, args.cores, None, args.profile, extra))
+    log.info("snakemake finished with exit status %d after %.1f s", rc, time.monotonic() - start)
+    return rc
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cohortflow.simulate import simulate_cohort
+
+    start = time.monotonic()
+    outdir = Path(args.outdir).resolve()
+    log.info("simulating a demo cohort of %d samples into %s", args.samples, outdir)
+    cohort = simulate_cohort(outdir, n_samples=args.samples, seed=args.seed, depth=args.depth)
+    t_sim = time.monotonic() - start
+    log.info("simulation done in %.1f s; running the pipeline", t_sim)
+    cwd = Path.cwd()
+    try:
+        os.chdir(outdir)
+        cmd_validate(argparse.Namespace(configfile=str(cohort.config)))
+    finally:
+        os.chdir(cwd)
+    rc = _run_snakemake(_snakemake_cmd(cohort.config, args.cores, outdir, None, []))
+    wall = time.monotonic() - start
+    if rc == 0:
+        print(f"demo finished: reports in {outdir / 'results' / 'reports'}, "
+              f"cohort store in {outdir / 'results' / 'cohort'}")
+    print(f"demo wall time: {wall:.1f} s (simulation {t_sim:.1f} s)")
+    return rc
+
+
+# -- simulate ------------------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from cohortflow.simulate import simulate_cohort
+
+    cohort = simulate_cohort(
+        Path(args.outdir),
+        n_samples=args.samples,
+        seed=args.seed,
+        reference=_existing(args.reference) if args.reference else None,
+        depth=args.depth,
+        genome_length=args.genome_length,
+    )
+    print(f"simulated {len(cohort.samples)} samples into {cohort.outdir}")
+    print(f"run it with: cd {cohort.outdir} && cohortflow run --configfile config.yaml")
+    return 0
+
+
+# -- kb / annotate / aggregate / query / evaluate ---------------------------------------------
+
+
+def cmd_kb_build(args: argparse.Namespace) -> int:
+    from cohortflow.kb import build_kb
+
+    manifest = build_kb(
+        clinvar_vcf=_existing(args.clinvar),
+        out_dir=Path(args.output),
+        reference=_existing(args.reference) if args.reference else None,
+        population=_existing(args.population) if args.population else None,
+        gff3=_existing(args.gff3) if args.gff3 else None,
+        build=args.build,
+    )
+    release = manifest.get("clinvar_release") or manifest.get("release") or "unknown"
+    print(f"knowledge base written to {args.output} (ClinVar release {release})")
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from cohortflow.annotate import annotate_vcf
+
+    audit = annotate_vcf(
+        in_vcf=_existing(args.input),
+        kb_dir=_existing(args.kb),
+        reference=_existing(args.reference),
+        out_vcf=Path(args.output),
+        gff3=_existing(args.gff3) if args.gff3 else None,
+        findings_tsv=Path(args.findings) if args.findings else None,
+    )
+    print(f"annotated VCF written to {args.output}")
+    if isinstance(audit, dict):
+        import json
+
+        print(json.dumps(audit, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from cohortflow.inputs import sample_inputs_from_files
+    from cohortflow.store import aggregate
+
+    inputs = sample_inputs_from_files(
+        [_existing(p) for p in args.files],
+        samples_tsv=_existing(args.samples) if args.samples else None,
+    )
+    summary = aggregate(
+        store=Path(args.store), batch=args.batch, inputs=inputs, replace=args.replace
+    )
+    print(f"batch {args.batch}: {len(inputs)} samples added to {args.store}")
+    if isinstance(summary, dict):
+        for k, v in sorted(summary.items()):
+            print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from cohortflow.query import format_table, query
+
+    table = query(Path(args.store), args.sql)
+    print(format_table(table, args.max_rows))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cohortflow.evaluate import evaluate, format_summary, write_evaluation
+
+    result = evaluate(
+        truth_vcf=_existing(args.truth),
+        query_vcf=_existing(args.query),
+        reference=_existing(args.reference),
+        bed=_existing(args.bed) if args.bed else None,
+    )
+    print(format_summary(result))
+    if args.output:
+        write_evaluation(result, Path(args.output))
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cohortflow",
+        description="Reads to answers for a sequenced cohort: alignment, QC, calling, ClinVar "
+        "annotation, a Parquet cohort store and a report per sample.",
+    )
+    p.add_argument("--version", action="version", version=f"cohortflow {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("run", help="run the pipeline (Snakemake) on a config and its sheets")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    s.add_argument("--profile", help="a Snakemake profile folder (profiles/local, profiles/slurm)")
+    s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="-- then Snakemake arguments")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("demo", help="simulate a small cohort and run the whole pipeline on it")
+    s.add_argument("--outdir", default="demo")
+    s.add_argument("--samples", type=int, default=4)
+    s.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--depth", type=float, default=30.0)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("simulate", help="simulate a cohort: reference, knowledge base, reads, truth")
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--samples", type=int, default=4)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--reference", help="simulate on this FASTA instead of a synthetic genome")
+    s.add_argument("--depth", type=float, default=30.0)
+    s.add_argument("--genome-length", type=int, default=1_000_000)
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("validate", help="check the config, sheets and input files before a run")
+    s.add_argument("--configfile", default="config/config.yaml")
+    s.set_defaults(func=cmd_validate)
+
+    kb = sub.add_parser("kb", help="knowledge-base commands")
+    kbsub = kb.add_subparsers(dest="kb_command", required=True, metavar="KB_COMMAND")
+    s = kbsub.add_parser("build", help="build a knowledge base from a ClinVar VCF")
+    s.add_argument("clinvar", metavar="CLINVAR_VCF")
+    s.add_argument("-o", "--output", required=True, metavar="KB_DIR")
+    s.add_argument("--population", help="gnomAD-style sites VCF with INFO/AF")
+    s.add_argument("--gff3", help="Ensembl-style GFF3 (recorded in the manifest)")
+    s.add_argument("--reference", help="reference FASTA: normalize alleles and map contig names")
+    s.add_argument("--build", help="reference build name to record (GRCh38, GRCh37, ...)")
+    s.set_defaults(func=cmd_kb_build)
+
+    s = sub.add_parser("annotate", help="annotate a sample VCF against a knowledge base")
+    s.add_argument("input", metavar="IN_VCF")
+    s.add_argument("--kb", required=True, metavar="KB_DIR")
+    s.add_argument("--reference", required=True, metavar="FASTA")
+    s.add_argument("-o", "--output", required=True, metavar="OUT_VCF")
+    s.add_argument("--gff3", help="GFF3 for consequences (bcftools csq)")
+    s.add_argument("--findings", help="also write the findings table (TSV) here")
+    s.set_defaults(func=cmd_annotate)
+
+    s = sub.add_parser("aggregate", help="add per-sample VCFs/gVCFs to the cohort store")
+    s.add_argument("--store", required=True)
+    s.add_argument("--batch", required=True)
+    s.add_argument("--samples", help="samples.tsv with sex and batch columns")
+    s.add_argument("--replace", action="store_true", help="replace samples already stored")
+    s.add_argument("files", nargs="+", metavar="VCF_OR_GVCF")
+    s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("query", help="run SQL (DuckDB) over the store's tables")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("sql", metavar="SQL")
+    s.add_argument("--max-rows", type=int, default=50)
+    s.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("evaluate", help="compare a query VCF with a truth VCF (hap.py-like)")
+    s.add_argument("--truth", required=True)
+    s.add_argument("--query", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--bed")
+    s.add_argument("-o", "--output", help="prefix for summary/fn/fp TSVs")
+    s.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except CohortflowError as exc:
+        print(f"cohortflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cohortflow: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Run samtools and bcftools in-process through pysam, turning failures into clear errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pysam
+import pysam.bcftools
+import pysam.samtools
+
+from cohortflow.errors import CohortflowError
+
+log = logging.getLogger(__name__)
+
+
+def _run(
+    fn: Callable[..., str], tool: str, args: Sequence[str | Path], what: str
+) -> str:
+    argv = [str(a) for a in args]
+    log.info("%s %s", tool, " ".join(argv))
+    try:
+        out = fn(*argv[1:], catch_stdout=True)
+    except pysam.utils.SamtoolsError as exc:
+        text = str(exc).strip().strip("'\"")
+        detail = text.split("stderr=", 1)[-1].replace("\\n", " ").strip()
+        raise CohortflowError(f"{what}: {tool} {argv[0]} failed: {detail.strip()}") from None
+    return out if isinstance(out, str) else ""
+
+
+def samtools(args: Sequence[str | Path], what: str) -> str:
+    """Run ``samtools args[0] args[1:]`` in-process; return its stdout.
+
+    ``what`` names the input and the step for the error message, e.g. "sorting results/x.bam".
+    """
+    fn = getattr(pysam.samtools, str(args[0]))
+    return _run(fn, "samtools", args, what)
+
+
+def bcftools(args: Sequence[str | Path], what: str) -> str:
+    """Run ``bcftools args[0] args[1:]`` in-process; return its stdout."""
+    fn = getattr(pysam.bcftools, str(args[0]))
+    return _run(fn, "bcftools", args, what)

@@ -1,0 +1,27 @@
+# Stage: common - sheets, wildcard constraints and input functions.
+import re
+from pathlib import Path
+
+from cohortflow import layout, sheets
+from cohortflow.provenance import config_checksum
+
+RUN = sheets.load_run_config(config, base_dir=Path.cwd(), source="config")
+config.update(RUN.config)
+PLAN = layout.RunPlan.from_run(RUN)
+REFERENCE = str(RUN.reference)
+STORE = config["cohort"]["store"]
+BATCH = config["cohort"]["batch"]
+BATCH_MARKER = f"{STORE}/_batches/{BATCH}.json"
+CONFIG_SHA256 = config_checksum(config)
+
+
+wildcard_constraints:
+    sample="|".join(re.escape(s) for s in PLAN.samples) or "NO_SAMPLES",
+
+
+def final_outputs():
+    return PLAN.final_outputs(BATCH_MARKER)
+
+
+def optional(path):
+    return [path] if path else []
