@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cohortflow.errors import CohortflowError
@@ -24,6 +25,11 @@ FINDINGS_TSV = "results/annotated/{sample}.findings.tsv"
 KB_DIR = "results/kb"
 SAMPLE_REPORT = "results/reports/{sample}.html"
 COHORT_REPORT = "results/reports/cohort.html"
+
+
+def store_of_marker(marker: str) -> str:
+    """The store folder of a batch marker ``{store}/_batches/{batch}.json``."""
+    return str(Path(marker).parent.parent)
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,16 @@ def snakefile() -> Path:
 def schema_path(name: str) -> Path:
     """``workflow/schemas/{name}.schema.yaml``."""
     return workflow_root() / "workflow" / "schemas" / f"{name}.schema.yaml"
+
+
+def export_package_path(workflow_basedir: Path) -> None:
+    """Put ``{workflow_basedir}/src`` first on PYTHONPATH for the jobs Snakemake starts.
+
+    Rule scripts import cohortflow. Inside per-rule conda envs (``--sdm conda``) the package is
+    not installed, so jobs take it from the workflow's own checkout.
+    """
+    src = Path(workflow_basedir) / "src"
+    if not (src / "cohortflow").is_dir():
+        return
+    parts = [str(src)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))

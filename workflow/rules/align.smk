@@ -22,5 +22,7 @@ rule align_reads:
     threads: 2
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/align_reads.py"

@@ -15,6 +15,8 @@ rule build_kb:
         "benchmarks/build_kb/build_kb.tsv"
     params:
         build=config["reference"]["build"],
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/build_kb.py"
 
@@ -34,5 +36,7 @@ rule annotate_variants:
         "logs/annotate_variants/{sample}.log",
     benchmark:
         "benchmarks/annotate_variants/{sample}.tsv"
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/annotate_variants.py"

@@ -24,6 +24,8 @@ rule call_variants:
         min_dp=config["calling"]["min_dp"],
         min_gq=config["calling"]["min_gq"],
     threads: 1
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/call_variants.py"
 
@@ -41,6 +43,8 @@ rule extract_gvcf_variants:
         "logs/extract_gvcf_variants/{sample}.log",
     benchmark:
         "benchmarks/extract_gvcf_variants/{sample}.tsv"
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/extract_gvcf_variants.py"
 

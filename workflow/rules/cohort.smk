@@ -12,12 +12,14 @@ rule aggregate_cohort:
     benchmark:
         f"benchmarks/aggregate_cohort/{BATCH}.tsv"
     params:
-        store=STORE,
+        store=lambda wc, output: layout.store_of_marker(output.marker),
         batch=BATCH,
         samples=PLAN.aggregate_inputs(),
         replace=config["cohort"]["replace"],
         build=config["reference"]["build"],
         caller=config["calling"]["caller"],
         config_sha256=CONFIG_SHA256,
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/aggregate_cohort.py"

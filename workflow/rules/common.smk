@@ -2,8 +2,10 @@
 import re
 from pathlib import Path
 
-from cohortflow import layout, sheets
+from cohortflow import layout, paths, sheets
 from cohortflow.provenance import config_checksum
+
+paths.export_package_path(Path(workflow.basedir))
 
 RUN = sheets.load_run_config(config, base_dir=Path.cwd(), source="config")
 config.update(RUN.config)

@@ -22,5 +22,7 @@ rule qc_alignment:
         declared_sex=lambda wc: PLAN[wc.sample].sex,
         thresholds=config["qc"],
     threads: 1
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/qc_alignment.py"

@@ -13,10 +13,12 @@ rule report_sample:
     benchmark:
         "benchmarks/report_sample/{sample}.tsv"
     params:
-        store=STORE,
+        store=lambda wc, input: layout.store_of_marker(input.marker),
         build=config["reference"]["build"],
         caller=config["calling"]["caller"],
         config_sha256=CONFIG_SHA256,
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/report_sample.py"
 
@@ -32,9 +34,11 @@ rule report_cohort:
     benchmark:
         "benchmarks/report_cohort/cohort.tsv"
     params:
-        store=STORE,
+        store=lambda wc, input: layout.store_of_marker(input.marker),
         build=config["reference"]["build"],
         caller=config["calling"]["caller"],
         config_sha256=CONFIG_SHA256,
+    conda:
+        "../../envs/cohortflow.yaml"
     script:
         "../../scripts/report_cohort.py"
