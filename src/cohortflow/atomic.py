@@ -56,9 +56,11 @@ def atomic_outputs(*paths: Path | str) -> Iterator[list[Path]]:
         for t in tmps:
             _remove(t)
         raise
-    for tmp in tmps:
-        if not tmp.exists():
-            raise RuntimeError(f"{tmp} was not written")
+    missing = [t for t in tmps if not t.exists()]
+    if missing:
+        for t in tmps:
+            _remove(t)
+        raise RuntimeError(f"{missing[0]} was not written")
     for tmp, target in reversed(list(zip(tmps, targets, strict=True))):
         os.replace(tmp, target)
 

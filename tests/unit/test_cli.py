@@ -1,0 +1,58 @@
+"""The command line: user errors are one message and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from cohortflow import __version__
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cohortflow.cli", *args],
+        capture_output=True, text=True, cwd=cwd, check=False,
+    )
+
+
+def test_version() -> None:
+    out = _cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"cohortflow {__version__}"
+
+
+def test_validate_missing_config_is_one_clear_line(tmp_path: Path) -> None:
+    out = _cli("validate", "--configfile", "nope.yaml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "cohortflow: error: nope.yaml: config file not found (give one with --configfile)"
+    assert "Traceback" not in out.stderr
+
+
+def test_validate_malformed_yaml(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("samples: [unclosed\n")
+    out = _cli("validate", "--configfile", "c.yaml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "c.yaml: not valid YAML" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_validate_reports_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "samples.tsv").write_text("sample\n../x\n")
+    (tmp_path / "units.tsv").write_text("sample\tunit\n")
+    (tmp_path / "c.yaml").write_text(
+        "samples: samples.tsv\nunits: units.tsv\nreference: {fasta: ref.fa}\n"
+        "knowledge_base: {clinvar: cv.vcf}\n"
+    )
+    out = _cli("validate", "--configfile", "c.yaml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "'../x' is not allowed" in out.stderr
+    assert "key 'reference.fasta': file not found: ref.fa" in out.stderr
+    assert "key 'knowledge_base.clinvar': file not found: cv.vcf" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_refuses_before_snakemake_starts(tmp_path: Path) -> None:
+    out = _cli("run", "--configfile", "missing.yaml", cwd=tmp_path)
+    assert out.returncode == 2
+    assert not (tmp_path / ".snakemake").exists()
