@@ -20,8 +20,11 @@ def _run(
 ) -> str:
     argv = [str(a) for a in args]
     log.info("%s %s", tool, " ".join(argv))
+    # With stdout captured, pysam sends the output of -o/--output into the capture too, so a
+    # command that writes a file must run uncaptured or its file is silently never written.
+    writes_file = any(a in ("-o", "--output") or a.startswith("--output=") for a in argv)
     try:
-        out = fn(*argv[1:], catch_stdout=True)
+        out = fn(*argv[1:], catch_stdout=not writes_file)
     except pysam.utils.SamtoolsError as exc:
         text = str(exc).strip().strip("'\"")
         detail = text.split("stderr=", 1)[-1].replace("\\n", " ").strip()

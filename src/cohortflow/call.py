@@ -1,0 +1,401 @@
+"""Variant calling with bcftools (mpileup + call) run in-process through pysam.
+
+One BAM/CRAM of one sample in; two outputs (DESIGN.md section 6):
+
+- ``results/calls/{sample}.g.vcf.gz`` (+ .tbi): reference-confidence blocks (ALT ``<*>``,
+  INFO/END, INFO/MIN_DP >= 1) and variant records. A position without usable reads is in no
+  block, so downstream it reads as a no-call, never as hom-ref.
+- ``results/calls/{sample}.vcf.gz`` (+ .tbi): variants only, multiallelics split, indels
+  left-aligned, REF checked against the reference, sorted, FILTER set (LowQual, LowDP, LowGQ or
+  PASS; nothing dropped).
+
+Intermediates are BCF files in a temporary folder next to the outputs (no in-process pipes).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pysam
+from pysam.version import __bcftools_version__ as _BCFTOOLS_VERSION
+
+from cohortflow.atomic import atomic_outputs
+from cohortflow.errors import CohortflowError
+from cohortflow.normalize import bcftools, index_vcf, norm_sort, ref_mismatches
+
+log = logging.getLogger(__name__)
+
+CALLER = "bcftools"
+FILTER_LOW_QUAL = "LowQual"
+FILTER_LOW_DP = "LowDP"
+FILTER_LOW_GQ = "LowGQ"
+# gVCF blocks group sites by minimum depth >= 1: with 0, bcftools folds sites where reads exist
+# but no base passes the quality filters (DP=0) into hom-ref blocks; with 1 they come out as
+# single no-call records, which are dropped here (absent = no-call downstream).
+GVCF_MIN_DP = "1"
+MPILEUP_ANNOTATIONS = "FORMAT/AD,FORMAT/DP"
+CALL_ANNOTATIONS = "FORMAT/GQ"
+UNSEEN_ALLELE = "<*>"
+
+# FILTER thresholds: (min QUAL phred, min FORMAT/DP reads, min FORMAT/GQ phred)
+Thresholds = tuple[float, int, int]
+
+
+def caller_version() -> str:
+    """The version of the bcftools embedded in pysam, e.g. '1.24'."""
+    return str(_BCFTOOLS_VERSION)
+
+
+def bam_sample(bam: Path) -> str | None:
+    """The SM of the read groups of ``bam``; None when the header has no read group with SM.
+
+    Raises CohortflowError when the read groups name more than one sample (one BAM must hold
+    one sample) or the file cannot be opened.
+    """
+    with _open_alignments(bam, reference=None) as af:
+        header = af.header.to_dict()
+    samples = sorted({str(rg["SM"]) for rg in header.get("RG", []) if rg.get("SM")})
+    if len(samples) > 1:
+        raise CohortflowError(
+            f"{bam}: read groups name several samples ({', '.join(samples)}); give one BAM per "
+            "sample (split it with samtools split)"
+        )
+    return samples[0] if samples else None
+
+
+def check_alignment_input(bam: Path, reference: Path) -> None:
+    """Raise CohortflowError unless ``bam`` is indexed and its contigs agree with ``reference``.
+
+    At least one BAM contig must be in the reference, with the same length (bp); a length
+    difference means the reads were aligned to another assembly.
+    """
+    with pysam.FastaFile(str(reference)) as fasta:
+        ref_lengths = dict(zip(fasta.references, fasta.lengths, strict=True))
+    with _open_alignments(bam, reference) as af:
+        try:
+            indexed = af.check_index()
+        except (AttributeError, ValueError):
+            indexed = False
+        bam_lengths = dict(zip(af.references, af.lengths, strict=True))
+    if not indexed:
+        raise CohortflowError(f"{bam}: no index found; create it with `samtools index {bam}`")
+    shared = [c for c in bam_lengths if c in ref_lengths]
+    if not shared:
+        raise CohortflowError(
+            f"{bam}: none of its contigs ({', '.join(list(bam_lengths)[:5])}, ...) is in the "
+            f"reference {reference}; use the reference the reads were aligned to"
+        )
+    for contig in shared:
+        if bam_lengths[contig] != ref_lengths[contig]:
+            raise CohortflowError(
+                f"{bam}: contig {contig} has length {bam_lengths[contig]} but "
+                f"{ref_lengths[contig]} in the reference {reference}; the reads were aligned "
+                "to another assembly, use that reference"
+            )
+
+
+def mpileup_args(
+    bam: Path, reference: Path, out_bcf: Path, targets_bed: Path | None, rg_map: Path | None
+) -> list[str]:
+    """Arguments of ``bcftools mpileup`` writing genotype likelihoods with AD/DP to a BCF."""
+    args = ["mpileup", "--no-version", "-f", str(reference), "-a", MPILEUP_ANNOTATIONS]
+    args += ["--gvcf", GVCF_MIN_DP]
+    if targets_bed is not None:
+        args += ["-R", str(targets_bed)]
+    if rg_map is not None:
+        args += ["-G", str(rg_map)]
+    return [*args, "-Ob", "-o", str(out_bcf), str(bam)]
+
+
+def call_args(in_bcf: Path, out_bcf: Path) -> list[str]:
+    """Arguments of ``bcftools call -m`` in gVCF mode keeping ``<*>`` on reference blocks."""
+    args = ["call", "--no-version", "-m", "--keep-unseen-allele", "--gvcf", GVCF_MIN_DP]
+    args += ["-a", CALL_ANNOTATIONS]
+    return [*args, "-Ob", "-W", "-o", str(out_bcf), str(in_bcf)]
+
+
+def variants_args(in_bcf: Path, out_bcf: Path) -> list[str]:
+    """Arguments of ``bcftools view`` keeping variant sites only, ``<*>`` removed from ALT."""
+    return [
+        "view",
+        "--no-version",
+        "--trim-unseen-allele",
+        "--exclude-types",
+        "ref",
+        "-Ob",
+        "-W",
+        "-o",
+        str(out_bcf),
+        str(in_bcf),
+    ]
+
+
+def site_filters(
+    qual: float | None,
+    dp: int | None,
+    gq: int | None,
+    min_qual: float,
+    min_dp: int,
+    min_gq: int,
+) -> list[str]:
+    """FILTER names a variant fails; an empty list means PASS.
+
+    In: QUAL (phred), the sample's FORMAT/DP (reads) and FORMAT/GQ (phred); a missing value
+    fails its filter. Out: a subset of [LowQual, LowDP, LowGQ] in that order.
+    """
+    failed = []
+    if qual is None or qual < min_qual:
+        failed.append(FILTER_LOW_QUAL)
+    if dp is None or dp < min_dp:
+        failed.append(FILTER_LOW_DP)
+    if gq is None or gq < min_gq:
+        failed.append(FILTER_LOW_GQ)
+    return failed
+
+
+def is_reference_record(rec: pysam.VariantRecord) -> bool:
+    """True for a gVCF reference record: no ALT, or ``<*>`` as the only ALT."""
+    return not rec.alts or all(a == UNSEEN_ALLELE for a in rec.alts)
+
+
+def has_depth(rec: pysam.VariantRecord) -> bool:
+    """True when a reference record's reads support it (MIN_DP/DP >= 1 and a called GT)."""
+    min_dp = rec.info.get("MIN_DP") if "MIN_DP" in rec.header.info else None
+    sample = rec.samples[0]
+    dp = min_dp if min_dp is not None else sample.get("DP")
+    gt = sample.get("GT") or (None,)
+    return dp is not None and dp >= 1 and all(a is not None for a in gt)
+
+
+def call_sample(
+    bam: Path,
+    reference: Path,
+    sample: str,
+    out_gvcf: Path,
+    out_vcf: Path,
+    threads: int = 1,
+    min_qual: float = 20.0,
+    min_dp: int = 5,
+    min_gq: int = 20,
+    targets_bed: Path | None = None,
+) -> dict[str, int]:
+    """Call variants of one sample with bcftools mpileup + call; write its gVCF and VCF.
+
+    In: an indexed, coordinate-sorted BAM/CRAM of one sample whose read-group SM is ``sample``
+    (a BAM without read groups is called as ``sample``), the indexed FASTA it was aligned to,
+    the output paths (``.g.vcf.gz`` and ``.vcf.gz``; each gets a ``.tbi``), the FILTER
+    thresholds (QUAL phred, FORMAT/DP reads, FORMAT/GQ phred) and an optional BED (0-based)
+    restricting the pileup. Out: counts (gVCF blocks and records, variants by type and filter).
+    The four files appear together, atomically. Raises CohortflowError on a sample-name
+    mismatch, a missing index, contigs foreign to the reference or a REF mismatch.
+    """
+    bam, reference = Path(bam), Path(reference)
+    out_gvcf, out_vcf = Path(out_gvcf), Path(out_vcf)
+    for path, what in ((bam, "alignment file"), (reference, "reference FASTA")):
+        if not path.is_file():
+            raise CohortflowError(f"{path}: {what} not found; check the path")
+    sm = bam_sample(bam)
+    if sm is not None and sm != sample:
+        raise CohortflowError(
+            f"{bam}: read-group sample (SM) is {sm!r} but the sheet says {sample!r}; fix the "
+            "sample sheet or the BAM's @RG SM (samtools addreplacerg)"
+        )
+    check_alignment_input(bam, reference)
+    out_gvcf.parent.mkdir(parents=True, exist_ok=True)
+    thresholds: Thresholds = (min_qual, min_dp, min_gq)
+    what = f"calling {sample} from {bam}"
+    with (
+        tempfile.TemporaryDirectory(prefix=".tmp.call.", dir=out_gvcf.parent) as tmp_name,
+        atomic_outputs(out_gvcf, f"{out_gvcf}.tbi", out_vcf, f"{out_vcf}.tbi") as tmps,
+    ):
+        tmp = Path(tmp_name)
+        call_bcf, variants, normed = tmp / "call.bcf", tmp / "variants.bcf", tmp / "sorted.bcf"
+        commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
+        _check_samples(call_bcf, sample, bam)
+        stats = _write_gvcf(call_bcf, tmps[0], provenance_lines(commands), thresholds)
+        index_vcf(tmps[0], tmps[1], what)
+        view = variants_args(call_bcf, variants)
+        bcftools(view, what)
+        _check_ref(variants, reference, bam)
+        norm_cmd = norm_sort(variants, reference, tmp, normed, "b", threads, what)
+        bcftools(["index", "-f", str(normed)], what)
+        commands += [_shown(view, tmp), norm_cmd]
+        stats |= _write_variants(normed, tmps[2], provenance_lines(commands), thresholds)
+        index_vcf(tmps[2], tmps[3], what)
+    log.info("called %s: %s", sample, stats)
+    return stats
+
+
+def provenance_lines(commands: Sequence[str]) -> list[str]:
+    """Header lines recording the caller, its version and the commands that were run."""
+    return [
+        f"##cohortflow_caller={CALLER}",
+        f"##cohortflow_caller_version={caller_version()}",
+        f"##cohortflow_command={' ; '.join(commands)}",
+    ]
+
+
+def _run_caller(
+    bam: Path,
+    reference: Path,
+    sample: str,
+    sm: str | None,
+    targets_bed: Path | None,
+    threads: int,
+    call_bcf: Path,
+) -> list[str]:
+    """mpileup then call into ``call_bcf`` (indexed, in its folder); returns the commands shown.
+
+    ``--threads`` only speeds up compression, so it is left out of the recorded commands.
+    """
+    tmp = call_bcf.parent
+    rg_map = None
+    if sm is None:
+        log.warning("%s has no read group with SM; calling its reads as sample %s", bam, sample)
+        rg_map = tmp / "read_groups.txt"
+        rg_map.write_text(f"*\t{bam}\t{sample}\n")
+    bed = _bed_for_bcftools(targets_bed, tmp) if targets_bed is not None else None
+    what = f"calling {sample} from {bam}"
+    mp = mpileup_args(bam, reference, tmp / "mpileup.bcf", bed, rg_map)
+    bcftools(mp, what)
+    cl = call_args(tmp / "mpileup.bcf", call_bcf)
+    bcftools([*cl[:-1], "--threads", str(threads), cl[-1]], what)
+    shown_mp = _shown(mp, tmp)
+    if bed is not None and targets_bed is not None and bed != Path(targets_bed):
+        shown_mp = shown_mp.replace(bed.name, f"{targets_bed}")
+    return [shown_mp, _shown(cl, tmp)]
+
+
+def _shown(args: Sequence[str | Path], tmp: Path) -> str:
+    """A command for the header: intermediates named by file name only (deterministic)."""
+    prefix = f"{tmp}/"
+    return "bcftools " + " ".join(str(a).replace(prefix, "") for a in args)
+
+
+def _bed_for_bcftools(bed: Path, tmp: Path) -> Path:
+    """The BED itself when its name says BED (bcftools reads it 0-based), else a .bed copy."""
+    bed = Path(bed)
+    if not bed.is_file():
+        raise CohortflowError(f"{bed}: targets BED not found; check the path")
+    if bed.name.endswith((".bed", ".bed.gz")):
+        return bed
+    data = bed.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    copy = tmp / "targets.bed"
+    copy.write_bytes(data)
+    return copy
+
+
+def _check_samples(call_bcf: Path, sample: str, bam: Path) -> None:
+    """One sample column named ``sample`` (reads lacking an RG tag would add another one)."""
+    with pysam.VariantFile(str(call_bcf)) as vf:
+        samples = list(vf.header.samples)
+    if samples != [sample]:
+        raise CohortflowError(
+            f"{bam}: calling gave sample columns {samples} instead of [{sample!r}]; some reads "
+            "lack a read-group tag, give every read an RG (samtools addreplacerg)"
+        )
+
+
+def _check_ref(variants: Path, reference: Path, bam: Path) -> None:
+    bad = ref_mismatches(variants, reference)
+    if bad:
+        contig, pos1, ref, expected = bad[0]
+        raise CohortflowError(
+            f"{bam}: called REF {ref!r} at {contig}:{pos1} does not match reference "
+            f"{reference} ({expected!r}); {len(bad)} record(s) differ, use the reference the "
+            "reads were aligned to"
+        )
+
+
+def _add_header(header: pysam.VariantHeader, lines: Sequence[str], thresholds: Thresholds) -> None:
+    min_qual, min_dp, min_gq = thresholds
+    for name, text in (
+        (FILTER_LOW_QUAL, f"QUAL < {min_qual:g}"),
+        (FILTER_LOW_DP, f"FORMAT/DP < {min_dp}"),
+        (FILTER_LOW_GQ, f"FORMAT/GQ < {min_gq}"),
+    ):
+        if name not in header.filters:
+            header.filters.add(name, None, None, text)
+    for line in lines:
+        header.add_line(line)
+
+
+def _apply_filters(rec: pysam.VariantRecord, thresholds: Thresholds) -> list[str]:
+    sample = rec.samples[0]
+    failed = site_filters(rec.qual, sample.get("DP"), sample.get("GQ"), *thresholds)
+    rec.filter.clear()
+    for name in failed or ["PASS"]:
+        rec.filter.add(name)
+    return failed
+
+
+def _write_gvcf(
+    call_bcf: Path, out: Path, lines: Sequence[str], thresholds: Thresholds
+) -> dict[str, int]:
+    """Copy the gVCF with provenance, FILTERs on variant records, zero-depth records dropped."""
+    counts: Counter[str] = Counter()
+    with pysam.VariantFile(str(call_bcf)) as vin:
+        header = vin.header.copy()
+        _add_header(header, lines, thresholds)
+        with pysam.VariantFile(str(out), "wz", header=header) as vout:
+            for rec in vin:
+                rec.translate(header)
+                if is_reference_record(rec):
+                    if not has_depth(rec):
+                        counts["gvcf_dropped_no_depth"] += 1
+                        continue
+                    counts["gvcf_blocks"] += 1
+                    counts["gvcf_block_bp"] += rec.stop - rec.start
+                else:
+                    _apply_filters(rec, thresholds)
+                    counts["gvcf_variant_records"] += 1
+                vout.write(rec)
+    return {
+        k: counts[k]
+        for k in ("gvcf_blocks", "gvcf_block_bp", "gvcf_variant_records", "gvcf_dropped_no_depth")
+    }
+
+
+def _write_variants(
+    sorted_bcf: Path, out: Path, lines: Sequence[str], thresholds: Thresholds
+) -> dict[str, int]:
+    """Write the normalized variants with provenance and FILTERs; count them by type/filter."""
+    counts: Counter[str] = Counter()
+    with pysam.VariantFile(str(sorted_bcf)) as vin:
+        header = vin.header.copy()
+        _add_header(header, lines, thresholds)
+        with pysam.VariantFile(str(out), "wz", header=header) as vout:
+            for rec in vin:
+                rec.translate(header)
+                failed = _apply_filters(rec, thresholds)
+                counts["variants"] += 1
+                counts["pass" if not failed else "filtered"] += 1
+                for name in failed:
+                    counts[f"filter_{name}"] += 1
+                alt = rec.alts[0] if rec.alts else ""
+                kind = "snvs" if len(rec.ref or "") == len(alt) == 1 else "indels"
+                if len(rec.ref or "") == len(alt) > 1:
+                    kind = "mnvs"
+                counts[kind] += 1
+                vout.write(rec)
+    keys = ["variants", "snvs", "indels", "mnvs", "pass", "filtered"]
+    keys += [f"filter_{n}" for n in (FILTER_LOW_QUAL, FILTER_LOW_DP, FILTER_LOW_GQ)]
+    return {k: counts[k] for k in keys}
+
+
+def _open_alignments(bam: Path, reference: Path | None) -> pysam.AlignmentFile:
+    try:
+        return pysam.AlignmentFile(
+            str(bam), reference_filename=str(reference) if reference else None
+        )
+    except (OSError, ValueError) as exc:
+        raise CohortflowError(
+            f"{bam}: cannot open as BAM/CRAM ({exc}); check the path and that the file is complete"
+        ) from None

@@ -1,0 +1,443 @@
+"""Compare a query VCF with a truth VCF, hap.py-style: precision, recall, F1 for SNVs and indels.
+
+Both sides are split into one record per carried ALT allele, normalized with
+:func:`cohortflow.normalize.normalize_allele` (trimmed, left-aligned) and MNVs broken into
+SNVs, so the same variant written two ways (shifted inside a repeat, inside a multiallelic
+record, with extra context bases) compares equal. Two levels:
+
+- allele: the normalized allele is present on both sides;
+- genotype: present on both sides with the same ALT-allele count (1 het, 2 hom).
+
+Hom-ref and no-call records carry no ALT allele and are ignored on both sides. Positions are
+1-based (``pos1``) as in VCF; BED intervals are 0-based half-open.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pysam
+
+from cohortflow.atomic import atomic_output
+from cohortflow.contigs import map_contigs
+from cohortflow.errors import CohortflowError
+from cohortflow.normalize import fasta_name, is_symbolic, normalize_allele
+
+log = logging.getLogger(__name__)
+
+TYPES = ("snv", "indel")
+LEVELS = ("allele", "genotype")
+SUMMARY_COLUMNS = ("type", "level", "tp", "fp", "fn", "precision", "recall", "f1")
+RECORD_COLUMNS = ("type", "contig", "pos", "ref", "alt", "truth_alt_count", "query_alt_count")
+
+# (contig as the reference spells it, pos1, ref, alt), normalized
+AlleleKey = tuple[str, int, str, str]
+
+
+@dataclass(frozen=True)
+class EvalCounts:
+    """Counts of one variant type at one matching level; rates are NaN when undefined (0/0)."""
+
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+
+
+@dataclass(frozen=True)
+class TypeCounts:
+    """Allele-level and genotype-level counts of one variant type."""
+
+    allele: EvalCounts
+    genotype: EvalCounts
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """A normalized allele missed (FN) or extra (FP) at genotype level.
+
+    ``truth_alt_count``/``query_alt_count`` are 1 (het) or 2 (hom), None when the side lacks
+    the allele (or its genotype is unknown): a FN with a query count is a genotype mismatch.
+    """
+
+    type: str
+    contig: str
+    pos1: int
+    ref: str
+    alt: str
+    truth_alt_count: int | None
+    query_alt_count: int | None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Counts per variant type (``snv``, ``indel``) and the FN and FP records, sorted."""
+
+    snv: TypeCounts
+    indel: TypeCounts
+    fn: list[EvalRecord] = field(default_factory=list)
+    fp: list[EvalRecord] = field(default_factory=list)
+
+    def counts(self, vtype: str, level: str) -> EvalCounts:
+        """Counts for ``vtype`` in TYPES at ``level`` in LEVELS."""
+        return getattr(getattr(self, vtype), level)
+
+
+def make_counts(tp: int, fp: int, fn: int) -> EvalCounts:
+    """EvalCounts from true/false positives and false negatives (precision, recall, F1)."""
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn) if tp + fn else math.nan
+    if math.isnan(precision) or math.isnan(recall) or precision + recall == 0:
+        f1 = math.nan if math.isnan(precision) or math.isnan(recall) else 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    return EvalCounts(tp, fp, fn, precision, recall, f1)
+
+
+def variant_type(ref: str, alt: str) -> str:
+    """'snv' for one base replaced by another, 'indel' for any length change (incl. complex)."""
+    return "snv" if len(ref) == len(alt) else "indel"
+
+
+def split_mnv(pos1: int, ref: str, alt: str) -> list[tuple[int, str, str]]:
+    """Break an equal-length allele into its SNVs ``[(pos1, ref_base, alt_base), ...]``."""
+    if len(ref) != len(alt):
+        return [(pos1, ref, alt)]
+    return [(pos1 + i, r, a) for i, (r, a) in enumerate(zip(ref, alt, strict=True)) if r != a]
+
+
+class Regions:
+    """BED intervals per contig (0-based half-open, merged) with a containment test."""
+
+    def __init__(self, intervals: dict[str, list[tuple[int, int]]]) -> None:
+        self._starts: dict[str, list[int]] = {}
+        self._ends: dict[str, list[int]] = {}
+        for contig, ivs in intervals.items():
+            merged: list[list[int]] = []
+            for start0, end0 in sorted(ivs):
+                if merged and start0 <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], end0)
+                else:
+                    merged.append([start0, end0])
+            self._starts[contig] = [s for s, _ in merged]
+            self._ends[contig] = [e for _, e in merged]
+
+    @property
+    def contigs(self) -> set[str]:
+        """Contigs that have at least one interval."""
+        return set(self._starts)
+
+    def total_bp(self) -> int:
+        """Bases covered by the (merged) intervals."""
+        return sum(
+            e - s for c in self._starts for s, e in zip(self._starts[c], self._ends[c], strict=True)
+        )
+
+    def contains(self, contig: str, start0: int, end0: int) -> bool:
+        """True when ``[start0, end0)`` lies inside one interval of ``contig``."""
+        starts = self._starts.get(contig)
+        if not starts:
+            return False
+        i = bisect.bisect_right(starts, start0) - 1
+        return i >= 0 and end0 <= self._ends[contig][i]
+
+
+def read_bed(bed: Path, reference_contigs: list[str]) -> Regions:
+    """Read a BED (0-based half-open; header/track lines skipped) onto reference contig names.
+
+    Contigs are mapped onto the reference naming (1 <-> chr1, MT <-> chrM); a BED contig with
+    no counterpart in the reference is ignored with a warning. Raises CohortflowError on a
+    missing file or a malformed line (naming the line number).
+    """
+    bed = Path(bed)
+    if not bed.is_file():
+        raise CohortflowError(f"{bed}: BED file not found; check the path")
+    rows: list[tuple[str, int, int]] = []
+    opener = gzip.open if bed.name.endswith(".gz") else open
+    with opener(bed, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            line = raw.decode().rstrip("\r\n")
+            if not line or line.startswith(("#", "track", "browser")):
+                continue
+            cols = line.split("\t")
+            try:
+                start0, end0 = int(cols[1]), int(cols[2])
+            except (IndexError, ValueError):
+                raise CohortflowError(
+                    f"{bed}: line {n} is not BED (contig, start, end tab-separated): {line[:60]!r}"
+                ) from None
+            if start0 < 0 or end0 < start0:
+                raise CohortflowError(f"{bed}: line {n} has start > end or start < 0")
+            rows.append((cols[0], start0, end0))
+    mapping = map_contigs([c for c, _, _ in rows], reference_contigs)
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for contig, start0, end0 in rows:
+        if contig not in mapping:
+            log.warning(
+                "%s: contig %s is not in the reference; its intervals are ignored", bed, contig
+            )
+            continue
+        intervals.setdefault(mapping[contig], []).append((start0, end0))
+    return Regions(intervals)
+
+
+def _select_sample(vf: pysam.VariantFile, sample: str | None, vcf: Path) -> str | None:
+    samples = list(vf.header.samples)
+    if sample is None:
+        return samples[0] if samples else None
+    if sample not in samples:
+        raise CohortflowError(
+            f"{vcf}: sample {sample!r} not found (samples: {', '.join(samples) or 'none'}); "
+            "give one of them"
+        )
+    return sample
+
+
+def _carried_alleles(
+    rec: pysam.VariantRecord, sample: str | None
+) -> Iterator[tuple[str, int | None]]:
+    """(alt, alt_count) for each ALT the sample carries; sites-only files give count None."""
+    alts = rec.alts or ()
+    if sample is None:
+        for alt in alts:
+            yield alt, None
+        return
+    gt = rec.samples[sample].get("GT") or ()
+    for index, alt in enumerate(alts, start=1):
+        count = sum(1 for a in gt if a == index)
+        if count:
+            yield alt, count
+
+
+def load_alleles(
+    vcf: Path,
+    fasta: pysam.FastaFile,
+    sample: str | None,
+    regions: Regions | None,
+    pass_only: bool,
+) -> dict[AlleleKey, int | None]:
+    """Normalized alleles carried by ``sample`` in ``vcf`` -> their ALT-allele count.
+
+    In: a VCF/BCF, the open reference, the sample (None: the first; sites-only files give
+    count None), optional regions (an allele is kept when its REF span lies in one interval),
+    and whether to keep only FILTER PASS (or '.') records. Out: ``{(contig, pos1, ref, alt):
+    alt_count}`` with contigs on reference names, MNVs split into SNVs. Raises
+    CohortflowError on an unreadable file, an unknown sample, a contig missing from the
+    reference (when it could hold counted variants) or a REF mismatch (naming the position).
+    """
+    vcf = Path(vcf)
+    if not vcf.is_file():
+        raise CohortflowError(f"{vcf}: VCF not found; check the path")
+    out: dict[AlleleKey, int | None] = {}
+    try:
+        vf = pysam.VariantFile(str(vcf))
+    except (OSError, ValueError) as exc:
+        raise CohortflowError(f"{vcf}: cannot open as VCF/BCF ({exc})") from None
+    with vf:
+        sample = _select_sample(vf, sample, vcf)
+        mapping = map_contigs([str(c) for c in vf.header.contigs], fasta.references)
+        try:
+            for rec in vf:
+                _add_record(rec, vcf, fasta, sample, regions, pass_only, mapping, out)
+        except (OSError, ValueError) as exc:
+            raise CohortflowError(f"{vcf}: cannot read the records ({exc})") from None
+    return out
+
+
+def _add_record(
+    rec: pysam.VariantRecord,
+    vcf: Path,
+    fasta: pysam.FastaFile,
+    sample: str | None,
+    regions: Regions | None,
+    pass_only: bool,
+    mapping: dict[str, str],
+    out: dict[AlleleKey, int | None],
+) -> None:
+    if pass_only and any(f != "PASS" for f in rec.filter.keys()):
+        return
+    carried = [(a, c) for a, c in _carried_alleles(rec, sample) if not is_symbolic(a)]
+    if not carried:
+        return
+    contig = mapping.get(rec.chrom)
+    if contig is None:
+        contig = map_contigs([rec.chrom], fasta.references).get(rec.chrom)
+        if contig is None:
+            if regions is not None:
+                return  # BED contigs are on reference names: nothing here can be inside
+            raise CohortflowError(
+                f"{vcf}: contig {rec.chrom!r} is not in the reference {fasta_name(fasta)}; "
+                "use the reference the VCF was made against"
+            )
+        mapping[rec.chrom] = contig
+    for alt, count in carried:
+        try:
+            pos1, ref, norm_alt = normalize_allele(fasta, contig, rec.pos, rec.ref or "", alt)
+        except CohortflowError as exc:
+            raise CohortflowError(f"{vcf}: {exc}") from None
+        if ref == norm_alt:
+            continue
+        for p1, r, a in split_mnv(pos1, ref, norm_alt):
+            if regions is not None and not regions.contains(contig, p1 - 1, p1 - 1 + len(r)):
+                continue
+            key = (contig, p1, r, a)
+            if key in out:
+                log.debug("%s: allele %s seen twice; keeping the larger count", vcf, key)
+                if out[key] is None or (count is not None and count > (out[key] or 0)):
+                    out[key] = count
+            else:
+                out[key] = count
+
+
+def evaluate(
+    truth_vcf: Path,
+    query_vcf: Path,
+    reference: Path,
+    bed: Path | None = None,
+    sample_truth: str | None = None,
+    sample_query: str | None = None,
+    pass_only: bool = True,
+) -> EvalResult:
+    """Compare ``query_vcf`` against ``truth_vcf`` (hap.py-like), optionally inside ``bed``.
+
+    In: truth and query VCF/BCF (contig names may differ from the reference by a 'chr' prefix),
+    the indexed FASTA both were made against, an optional BED of confident regions, the
+    samples to read (default: the first of each file), and whether to keep only PASS records
+    (both sides). Out: an :class:`EvalResult` with allele- and genotype-level counts per type
+    and the genotype-level FN/FP records. Raises CohortflowError on bad input.
+    """
+    try:
+        fasta = pysam.FastaFile(str(reference))
+    except (OSError, ValueError) as exc:
+        raise CohortflowError(
+            f"{reference}: cannot open as an indexed FASTA ({exc}); check the path and its .fai"
+        ) from None
+    with fasta:
+        regions = read_bed(Path(bed), list(fasta.references)) if bed is not None else None
+        truth = load_alleles(Path(truth_vcf), fasta, sample_truth, regions, pass_only)
+        query = load_alleles(Path(query_vcf), fasta, sample_query, regions, pass_only)
+    result = compare(truth, query)
+    log.info(
+        "evaluated %s vs %s: SNV recall %.4f precision %.4f; indel recall %.4f precision %.4f",
+        query_vcf,
+        truth_vcf,
+        result.snv.allele.recall,
+        result.snv.allele.precision,
+        result.indel.allele.recall,
+        result.indel.allele.precision,
+    )
+    return result
+
+
+def compare(truth: dict[AlleleKey, int | None], query: dict[AlleleKey, int | None]) -> EvalResult:
+    """Match normalized alleles (keys) and their ALT counts; pure function behind evaluate."""
+    tallies = {(t, lv, k): 0 for t in TYPES for lv in LEVELS for k in ("tp", "fp", "fn")}
+    fn: list[EvalRecord] = []
+    fp: list[EvalRecord] = []
+    for key, t_count in truth.items():
+        vtype = variant_type(key[2], key[3])
+        q_count = query.get(key)
+        in_query = key in query
+        tallies[(vtype, "allele", "tp" if in_query else "fn")] += 1
+        gt_match = in_query and t_count is not None and t_count == q_count
+        tallies[(vtype, "genotype", "tp" if gt_match else "fn")] += 1
+        if not gt_match:
+            fn.append(EvalRecord(vtype, *key, t_count, q_count if in_query else None))
+    for key, q_count in query.items():
+        vtype = variant_type(key[2], key[3])
+        in_truth = key in truth
+        t_count = truth.get(key)
+        if not in_truth:
+            tallies[(vtype, "allele", "fp")] += 1
+        if not (in_truth and t_count is not None and t_count == q_count):
+            tallies[(vtype, "genotype", "fp")] += 1
+            fp.append(EvalRecord(vtype, *key, t_count if in_truth else None, q_count))
+
+    def counts(vtype: str, level: str) -> EvalCounts:
+        return make_counts(*(tallies[(vtype, level, k)] for k in ("tp", "fp", "fn")))
+
+    per_type = {t: TypeCounts(counts(t, "allele"), counts(t, "genotype")) for t in TYPES}
+    order = _record_order
+    return EvalResult(
+        per_type["snv"], per_type["indel"], sorted(fn, key=order), sorted(fp, key=order)
+    )
+
+
+def _record_order(rec: EvalRecord) -> tuple[str, int, str, str]:
+    return (rec.contig, rec.pos1, rec.ref, rec.alt)
+
+
+def _fmt_rate(x: float) -> str:
+    return "NA" if math.isnan(x) else f"{x:.4f}"
+
+
+def _fmt_count(x: int | None) -> str:
+    return "NA" if x is None else str(x)
+
+
+def summary_rows(result: EvalResult) -> list[list[str]]:
+    """Rows of the summary table (strings), in TYPES x LEVELS order, matching SUMMARY_COLUMNS."""
+    rows = []
+    for vtype in TYPES:
+        for level in LEVELS:
+            c = result.counts(vtype, level)
+            rows.append(
+                [vtype, level, str(c.tp), str(c.fp), str(c.fn)]
+                + [_fmt_rate(x) for x in (c.precision, c.recall, c.f1)]
+            )
+    return rows
+
+
+def write_evaluation(result: EvalResult, out_prefix: Path) -> list[Path]:
+    """Write ``{prefix}.summary.tsv``, ``{prefix}.fn.tsv`` and ``{prefix}.fp.tsv`` atomically.
+
+    Tab-separated with a header line; rates with 4 decimals ('NA' when undefined), positions
+    1-based. Returns the three paths.
+    """
+    prefix = str(out_prefix)
+    paths = [Path(f"{prefix}.summary.tsv"), Path(f"{prefix}.fn.tsv"), Path(f"{prefix}.fp.tsv")]
+    tables = [
+        (SUMMARY_COLUMNS, summary_rows(result)),
+        (RECORD_COLUMNS, [_record_row(r) for r in result.fn]),
+        (RECORD_COLUMNS, [_record_row(r) for r in result.fp]),
+    ]
+    for path, (columns, rows) in zip(paths, tables, strict=True):
+        with atomic_output(path) as tmp:
+            lines = ["\t".join(columns)] + ["\t".join(row) for row in rows]
+            tmp.write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def _record_row(rec: EvalRecord) -> list[str]:
+    return [
+        rec.type,
+        rec.contig,
+        str(rec.pos1),
+        rec.ref,
+        rec.alt,
+        _fmt_count(rec.truth_alt_count),
+        _fmt_count(rec.query_alt_count),
+    ]
+
+
+def format_summary(result: EvalResult) -> str:
+    """The summary table as aligned text for a terminal (one line per type and level)."""
+    rows = [list(SUMMARY_COLUMNS), *summary_rows(result)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_COLUMNS))]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i >= 2 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    lines.append(f"FN records: {len(result.fn)}  FP records: {len(result.fp)} (genotype level)")
+    return "\n".join(lines)
