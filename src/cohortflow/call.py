@@ -399,3 +399,47 @@ def _open_alignments(bam: Path, reference: Path | None) -> pysam.AlignmentFile:
         raise CohortflowError(
             f"{bam}: cannot open as BAM/CRAM ({exc}); check the path and that the file is complete"
         ) from None
+
+
+def variants_from_gvcf(gvcf: Path, reference: Path, sample: str, out_vcf: Path) -> int:
+    """The normalized variant VCF of a sample that enters the pipeline with an existing gVCF.
+
+    In: a single-sample gVCF (bcftools ``<*>`` or GATK ``<NON_REF>`` blocks) whose sample column
+    is ``sample`` and whose contig names match the indexed ``reference``. Out: ``out_vcf`` (+ .tbi),
+    variant records only, symbolic alleles trimmed, split, left-aligned, REF-checked and sorted;
+    FILTER values are kept as the gVCF has them. Returns the number of records written.
+    """
+    gvcf, out_vcf = Path(gvcf), Path(out_vcf)
+    try:
+        with pysam.VariantFile(str(gvcf)) as vf:
+            samples = list(vf.header.samples)
+    except (OSError, ValueError) as exc:
+        raise CohortflowError(f"{gvcf}: cannot be read as a gVCF ({exc})") from None
+    if samples != [sample]:
+        raise CohortflowError(
+            f"{gvcf}: sample columns are {samples} but the sheet says [{sample!r}]; fix the "
+            "sample sheet or rename the gVCF's sample (bcftools reheader -s)"
+        )
+    what = f"extracting the variants of {sample} from {gvcf}"
+    out_vcf.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".tmp.extract.", dir=out_vcf.parent) as tmp_name,
+        atomic_outputs(out_vcf, f"{out_vcf}.tbi") as (tmp_vcf, tmp_tbi),
+    ):
+        tmp = Path(tmp_name)
+        variants, normed = tmp / "variants.bcf", tmp / "sorted.bcf"
+        bcftools(variants_args(gvcf, variants), what)
+        _check_ref(variants, reference, gvcf)
+        norm_sort(variants, reference, tmp, normed, "z", 1, what)
+        n = 0
+        with pysam.VariantFile(str(normed)) as vin:
+            header = vin.header.copy()
+            header.add_line(f"##cohortflow_source_gvcf={gvcf.name}")
+            with pysam.VariantFile(str(tmp_vcf), "wz", header=header) as vout:
+                for rec in vin:
+                    rec.translate(header)
+                    vout.write(rec)
+                    n += 1
+        index_vcf(tmp_vcf, tmp_tbi, what)
+    log.info("extracted %d variant records of %s from %s", n, sample, gvcf)
+    return n

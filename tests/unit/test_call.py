@@ -252,3 +252,50 @@ def test_python_normalization_agrees_with_bcftools_norm(called, data):
                 if alt != "<*>":
                     got.add(normalize_allele(fasta, r.chrom, r.pos, r.ref, alt)[:3])
     assert got == expected and len(expected) == called["stats"]["variants"]
+
+
+def test_variants_from_gatk_gvcf_keeps_real_alleles_only(tmp_path: Path) -> None:
+    """A GATK-style gVCF: <NON_REF> blocks dropped, a het SNV and a het indel kept, split."""
+    from cohortflow.call import variants_from_gvcf
+
+    seq = "ACGTACGTTTTTTTGCAGGCATCGATCGAAACCCGGGTTTACGATCGATCGTAGCTAGCTAGCATCG"
+    ref = tmp_path / "ref.fa"
+    ref.write_text(f">c1\n{seq}\n")
+    pysam.faidx(str(ref))
+    gvcf = tmp_path / "s.g.vcf"
+    gvcf.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=c1,length=%d>\n"
+        '##INFO=<ID=END,Number=1,Type=Integer,Description="end">\n'
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="gt">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n"
+        "c1\t1\t.\tA\t<NON_REF>\t.\t.\tEND=4\tGT\t0/0\n"
+        "c1\t5\t.\tA\tG,<NON_REF>\t50\t.\t.\tGT\t0/1\n"
+        "c1\t6\t.\tC\t<NON_REF>\t.\t.\tEND=8\tGT\t0/0\n"
+        "c1\t13\t.\tTT\tT,<NON_REF>\t40\t.\t.\tGT\t0/1\n"
+        "c1\t20\t.\tC\tA,T,<NON_REF>\t60\t.\t.\tGT\t1/2\n" % len(seq)
+    )
+    out = tmp_path / "out.vcf.gz"
+    n = variants_from_gvcf(gvcf, ref, "S1", out)
+    with pysam.VariantFile(str(out)) as vf:
+        recs = [(r.pos, r.ref, r.alts) for r in vf]
+    # the deletion of one T written at the end of the T-run (8-14) left-aligns to anchor G7
+    assert recs == [(5, "A", ("G",)), (7, "GT", ("G",)), (20, "C", ("A",)), (20, "C", ("T",))]
+    assert n == 4
+    assert Path(f"{out}.tbi").is_file()
+
+
+def test_variants_from_gvcf_refuses_another_sample(tmp_path: Path) -> None:
+    from cohortflow.call import variants_from_gvcf
+
+    ref = tmp_path / "ref.fa"
+    ref.write_text(">c1\nACGTACGT\n")
+    pysam.faidx(str(ref))
+    gvcf = tmp_path / "s.g.vcf"
+    gvcf.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=c1,length=8>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="gt">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tOTHER\n"
+    )
+    with pytest.raises(CohortflowError, match=r"sample columns are \['OTHER'\]"):
+        variants_from_gvcf(gvcf, ref, "S1", tmp_path / "o.vcf.gz")
+    assert not (tmp_path / "o.vcf.gz").exists()
