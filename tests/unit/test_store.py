@@ -1,0 +1,515 @@
+"""Tests of the cohort store (cohortflow.store): hand-made VCF/gVCFs with values checked by hand."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pysam
+import pytest
+
+from cohortflow import SCHEMA_VERSION, __version__
+from cohortflow.errors import CohortflowError
+from cohortflow.query import format_table
+from cohortflow.store import SampleInput, aggregate, open_store, query, table_files
+
+HEADER = """##fileformat=VCFv4.2
+##FILTER=<ID=PASS,Description="All filters passed">
+##FILTER=<ID=LowQual,Description="Low quality">
+##contig=<ID=chr1,length=1000>
+##contig=<ID=chrX,length=1000>
+##ALT=<ID=*,Description="Represents allele(s) other than observed.">
+##INFO=<ID=END,Number=1,Type=Integer,Description="End position">
+##INFO=<ID=CLNSIG,Number=.,Type=String,Description="ClinVar significance">
+##INFO=<ID=CLN_STARS,Number=1,Type=Integer,Description="Review stars">
+##INFO=<ID=CLNDN,Number=.,Type=String,Description="Condition">
+##INFO=<ID=CLNVID,Number=1,Type=String,Description="ClinVar variation ID">
+##INFO=<ID=GENE,Number=1,Type=String,Description="Gene">
+##INFO=<ID=POP_AF,Number=A,Type=Float,Description="Population AF">
+##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">
+##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">
+##FORMAT=<ID=GQ,Number=1,Type=Integer,Description="Genotype quality">
+##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">
+"""
+
+
+def write_vcf(path: Path, sample: str, rows: list[str], gz: bool = True) -> Path:
+    """Write a single-sample VCF from 'contig pos ref alt info gt:dp:gq:ad' rows (space-separated);
+    bgzip it with pysam when gz."""
+    lines = [
+        HEADER.rstrip("\n"),
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + sample,
+    ]
+    for row in rows:
+        contig, pos, ref, alt, info, sample_fields, *rest = row.split()
+        filt = rest[0] if rest else "PASS"
+        keys = ["GT", "DP", "GQ", "AD"][: len(sample_fields.split(":"))]
+        lines.append(
+            "\t".join([contig, pos, ".", ref, alt, "50", filt, info, ":".join(keys), sample_fields])
+        )
+    text_path = path.with_suffix("") if gz else path
+    text_path.write_text("\n".join(lines) + "\n")
+    if not gz:
+        return path
+    pysam.tabix_compress(str(text_path), str(path), force=True)
+    text_path.unlink()
+    return path
+
+
+ANN_100 = (
+    "CLNSIG=Pathogenic;CLN_STARS=2;CLNDN=Cystic_fibrosis%2C_classic;CLNVID=7105;GENE=CFTR;"
+    "POP_AF=0.01"
+)
+
+
+def make_inputs(tmp: Path) -> dict[str, SampleInput]:
+    """Samples A, B (with gVCFs), C (VCF only) and D (gVCF, haploid chrX block)."""
+    a_vcf = write_vcf(
+        tmp / "A.vcf.gz",
+        "A",
+        [
+            f"chr1 100 A G {ANN_100} 0/1:30:50:15,15",
+            "chr1 200 C T,G . 1/2:25:40:1,12,12",
+            "chrX 50 G A . 1:12:45:0,12",
+        ],
+    )
+    a_gvcf = write_vcf(
+        tmp / "A.g.vcf.gz",
+        "A",
+        [
+            "chr1 1 A <*> END=99 0/0:20:60",
+            "chr1 100 A G,<*> . 0/1:30:50",
+            "chr1 101 A <*> END=199 0/0:21:60",
+            "chr1 200 C T,G,<*> . 1/2:25:40",
+            "chr1 201 A <*> END=500 0/0:22:60",
+            "chrX 1 A <*> END=49 0:10:30",
+            "chrX 51 A <*> END=100 0:10:30",
+        ],
+    )
+    b_vcf = write_vcf(
+        tmp / "B.vcf.gz",
+        "B",
+        ["chr1 200 C T . 0/1:18:35:9,9", "chr1 300 T C . 1/1:16:30:0,16"],
+    )
+    b_gvcf = write_vcf(
+        tmp / "B.g.vcf.gz",
+        "B",
+        [
+            "chr1 1 A <NON_REF> END=199 0/0:30:60",
+            "chr1 200 C T,<NON_REF> . 0/1:18:35",
+            "chr1 201 A <NON_REF> END=299 0/0:30:60",
+            "chr1 300 T C,<NON_REF> . 1/1:16:30",
+            "chr1 301 A <NON_REF> END=1000 0/0:30:60",
+            # a GATK block with no reads is not evidence of hom-ref
+            "chrX 1 A <NON_REF> END=100 0/0:0:0",
+        ],
+    )
+    c_vcf = write_vcf(
+        tmp / "C.vcf.gz",
+        "C",
+        [
+            "chr1 100 A G CLNSIG=Benign;GENE=OTHER 0/0:28:60:28,0",
+            "chr1 400 G T . 0/1:26:55:13,13",
+        ],
+    )
+    d_vcf = write_vcf(tmp / "D.vcf.gz", "D", ["chr1 150 A C . 0/1:20:40:10,10"])
+    d_gvcf = write_vcf(
+        tmp / "D.g.vcf.gz",
+        "D",
+        [
+            "chr1 1 A <*> END=149 0/0:20:60",
+            "chr1 150 A C,<*> . 0/1:20:40",
+            "chr1 151 A <*> END=1000 0/0:20:60",
+            "chrX 1 A <*> END=100 0:11:30",
+        ],
+    )
+    return {
+        "A": SampleInput("A", a_vcf, a_gvcf, sex="male"),
+        "B": SampleInput("B", b_vcf, b_gvcf, sex="female"),
+        "C": SampleInput("C", c_vcf, sex="female"),
+        "D": SampleInput("D", d_vcf, d_gvcf, sex="male"),
+    }
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, SampleInput]:
+    d = tmp_path / "in"
+    d.mkdir()
+    return make_inputs(d)
+
+
+def variants(store: Path) -> dict[str, dict]:
+    rows = query(store, "SELECT * FROM variants ORDER BY contig, pos, variant_id").to_pylist()
+    return {r["variant_id"]: r for r in rows}
+
+
+def genotypes(store: Path) -> dict[tuple[str, str], dict]:
+    rows = query(store, "SELECT * FROM genotypes").to_pylist()
+    return {(r["sample"], r["variant_id"]): r for r in rows}
+
+
+def hwe_by_hand(n_aa: int, n_ab: int, n_bb: int) -> float:
+    """Exact HWE p by enumerating all heterozygote counts with exact fractions."""
+    from math import comb, factorial
+
+    n = n_aa + n_ab + n_bb
+    n_a = 2 * n_aa + n_ab
+
+    def prob(het: int) -> Fraction:
+        aa = (n_a - het) // 2
+        bb = n - het - aa
+        num = factorial(n) * 2**het * factorial(n_a) * factorial(2 * n - n_a)
+        den = factorial(aa) * factorial(het) * factorial(bb) * factorial(2 * n)
+        return Fraction(num, den)
+
+    hets = [h for h in range(n_a % 2, min(n_a, 2 * n - n_a) + 1, 2)]
+    assert sum(prob(h) for h in hets) == 1 and comb(1, 1) == 1
+    return float(sum(prob(h) for h in hets if prob(h) <= prob(n_ab)))
+
+
+def test_first_batch_values_by_hand(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
+    store = tmp_path / "store"
+    summary = aggregate(
+        store, "b1", [inputs["A"], inputs["B"], inputs["C"]], metadata={"reference_build": "T1"}
+    )
+    assert summary["sites_new"] == 6 and summary["sites_total"] == 6
+    v = variants(store)
+    assert sorted(v) == [
+        "chr1-100-A-G",
+        "chr1-200-C-G",
+        "chr1-200-C-T",
+        "chr1-300-T-C",
+        "chr1-400-G-T",
+        "chrX-50-G-A",
+    ]
+    # chr1:100: A het, B hom-ref from its gVCF block, C an explicit 0/0 record
+    r = v["chr1-100-A-G"]
+    assert (r["ac"], r["an"], r["n_called"], r["n_het"], r["n_hom_alt"]) == (1, 6, 3, 1, 0)
+    assert r["af"] == pytest.approx(1 / 6)
+    assert r["call_rate"] == 1.0
+    assert r["hwe_p"] == pytest.approx(1.0)
+    # annotations: first non-null across samples in sample order (A before C)
+    assert (r["clinvar_significance"], r["gene"], r["clinvar_review_stars"]) == (
+        "Pathogenic",
+        "CFTR",
+        2,
+    )
+    assert (r["clinvar_variation_id"], r["clinvar_condition"], r["pop_af"]) == (
+        "7105",
+        "Cystic_fibrosis,_classic",  # percent-decoded
+        pytest.approx(0.01),
+    )
+    assert (r["ref"], r["alt"], r["pos"], r["contig"]) == ("A", "G", 100, "chr1")
+    # multiallelic 1/2 split: one allele each; C has no record and no block there: no-call
+    t, g = v["chr1-200-C-T"], v["chr1-200-C-G"]
+    assert (t["ac"], t["an"], t["n_called"], t["n_het"]) == (2, 4, 2, 2)
+    assert t["call_rate"] == pytest.approx(2 / 3)
+    assert (g["ac"], g["an"], g["n_het"]) == (1, 4, 1)
+    # B: a hom-alt and A's block hom-ref; (1, 0, 1) gives p = 1/3 by hand
+    h = v["chr1-300-T-C"]
+    assert (h["ac"], h["an"], h["n_hom_alt"], h["n_het"]) == (2, 4, 1, 0)
+    assert h["hwe_p"] == pytest.approx(1 / 3) == pytest.approx(hwe_by_hand(1, 0, 1))
+    # C's site at 400: A and B covered by blocks
+    assert (v["chr1-400-G-T"]["ac"], v["chr1-400-G-T"]["an"]) == (1, 6)
+    # haploid call on chrX: an counts 1; B's depth-0 block and C's absence are no-calls
+    x = v["chrX-50-G-A"]
+    assert (x["ac"], x["an"], x["af"], x["n_hemi_alt"], x["n_hom_alt"]) == (1, 1, 1.0, 1, 0)
+    assert x["n_called"] == 1 and x["hwe_p"] is None
+
+    gts = genotypes(store)
+    assert len(gts) == 18
+    a200 = gts[("A", "chr1-200-C-G")]
+    assert (a200["gt"], a200["alt_count"], a200["ploidy"], a200["ad_ref"], a200["ad_alt"]) == (
+        "0/1",
+        1,
+        2,
+        1,
+        12,
+    )
+    b200g = gts[("B", "chr1-200-C-G")]  # B has the other allele at the same position
+    assert (b200g["gt"], b200g["alt_count"], b200g["source"], b200g["dp"]) == (
+        "0/0",
+        0,
+        "ref_block",
+        18,
+    )
+    b100 = gts[("B", "chr1-100-A-G")]
+    assert (b100["gt"], b100["alt_count"], b100["dp"], b100["source"]) == (
+        "0/0",
+        0,
+        30,
+        "ref_block",
+    )
+    c200 = gts[("C", "chr1-200-C-T")]
+    assert (c200["gt"], c200["alt_count"], c200["ploidy"], c200["source"]) == (
+        "./.",
+        None,
+        None,
+        "none",
+    )
+    ax = gts[("A", "chrX-50-G-A")]
+    assert (ax["gt"], ax["alt_count"], ax["ploidy"]) == ("1", 1, 1)
+    assert gts[("B", "chrX-50-G-A")]["alt_count"] is None
+
+
+def test_second_batch_with_haploid_block_and_fill(
+    tmp_path: Path, inputs: dict[str, SampleInput]
+) -> None:
+    store = tmp_path / "store"
+    aggregate(store, "b1", [inputs["A"], inputs["B"], inputs["C"]])
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in _batch_files(store)}
+    summary = aggregate(store, "b2", [inputs["D"]])
+    assert summary["sites_new"] == 1 and summary["fill_rows"] == 3
+    # earlier batches' files untouched (only variants/ is rebuilt)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before
+    v = variants(store)
+    # D's haploid chrX block makes it a called hemizygous ref: an 1 -> 2
+    assert (v["chrX-50-G-A"]["ac"], v["chrX-50-G-A"]["an"]) == (1, 2)
+    # new site chr1:150: A and B covered by blocks, C (no gVCF) is a no-call
+    n = v["chr1-150-A-C"]
+    assert (n["ac"], n["an"], n["n_called"], n["n_samples"]) == (1, 6, 3, 4)
+    gts = genotypes(store)
+    assert gts[("C", "chr1-150-A-C")]["alt_count"] is None
+    assert gts[("A", "chr1-150-A-C")]["batch"] == "b1"
+    assert gts[("D", "chr1-100-A-G")]["alt_count"] == 0
+    assert gts[("D", "chrX-50-G-A")]["gt"] == "0"
+    assert (store / "genotypes" / "contig=chr1" / "b2+fill.parquet").is_file()
+    record = json.loads((store / "_batches" / "b2.json").read_text())
+    assert record["samples"] == ["D"] and record["summary"]["sites_new"] == 1
+
+
+def _batch_files(store: Path) -> list[Path]:
+    tables = ("samples", "sample_qc", "ref_blocks", "genotypes", "annotations")
+    return [p for t in tables for p in table_files(store, t)]
+
+
+def _sorted_rows(store: Path, table: str, drop: tuple[str, ...] = ()) -> list[tuple]:
+    t = query(store, f"SELECT * FROM {table}")
+    t = t.drop_columns([c for c in drop if c in t.column_names])
+    cols = sorted(t.column_names)
+    return sorted(tuple(str(r[c]) for c in cols) for r in t.select(cols).to_pylist())
+
+
+def test_batches_one_by_one_equal_all_at_once(
+    tmp_path: Path, inputs: dict[str, SampleInput]
+) -> None:
+    once, steps = tmp_path / "once", tmp_path / "steps"
+    aggregate(once, "all", [inputs[s] for s in "ABCD"])
+    aggregate(steps, "s1", [inputs["C"]])
+    aggregate(steps, "s2", [inputs["A"]])
+    aggregate(steps, "s3", [inputs["D"], inputs["B"]])
+    for table in ("variants", "genotypes", "ref_blocks", "annotations", "samples"):
+        assert _sorted_rows(once, table, ("batch",)) == _sorted_rows(steps, table, ("batch",)), (
+            table
+        )
+    assert len(_sorted_rows(once, "genotypes")) == 4 * 7
+
+
+def test_duplicate_sample_refused_and_replace(
+    tmp_path: Path, inputs: dict[str, SampleInput]
+) -> None:
+    store = tmp_path / "store"
+    aggregate(store, "b1", [inputs["A"], inputs["B"], inputs["C"]])
+    with pytest.raises(CohortflowError, match="already in the store"):
+        aggregate(store, "b2", [inputs["B"], inputs["D"]])
+    # nothing of the refused batch was written
+    assert not (store / "_batches" / "b2.json").exists()
+    assert sorted(query(store, "SELECT sample FROM samples").column("sample").to_pylist()) == [
+        "A",
+        "B",
+        "C",
+    ]
+    # B re-sequenced: without the 1/1 at 300 (the site only B had disappears)
+    new_b = write_vcf(tmp_path / "B2.vcf.gz", "B", ["chr1 200 C T . 1/1:22:40:0,22"])
+    aggregate(store, "b2", [SampleInput("B", new_b, inputs["B"].gvcf)], replace=True)
+    v = variants(store)
+    assert "chr1-300-T-C" not in v
+    assert (v["chr1-200-C-T"]["ac"], v["chr1-200-C-T"]["an"], v["chr1-200-C-T"]["n_hom_alt"]) == (
+        3,
+        4,
+        1,
+    )
+    rows = query(store, "SELECT sample, batch FROM samples ORDER BY sample").to_pylist()
+    assert rows == [
+        {"sample": "A", "batch": "b1"},
+        {"sample": "B", "batch": "b2"},
+        {"sample": "C", "batch": "b1"},
+    ]
+    n = query(store, "SELECT count(*) AS n FROM genotypes WHERE sample = 'B'").column("n")[0]
+    assert n.as_py() == 5
+    # the same batch name again with the same inputs is a no-op, with others refused
+    assert aggregate(store, "b2", [SampleInput("B", new_b, inputs["B"].gvcf)])["sites_new"] == 0
+    with pytest.raises(CohortflowError, match="batch b2 is already in the store"):
+        aggregate(store, "b2", [inputs["D"]])
+
+
+def test_metadata_in_every_file_and_readers(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    store = tmp_path / "store"
+    qc = tmp_path / "A.qc.json"
+    qc.write_text(
+        json.dumps(
+            {
+                "sample": "A",
+                "total_reads": 1000,
+                "mapped_fraction": 0.99,
+                "mean_coverage": 31.5,
+                "qc_pass": False,
+                "qc_fail_reasons": ["low coverage"],
+                "extra_metric": 3,
+            }
+        )
+    )
+    a = SampleInput("A", inputs["A"].vcf, inputs["A"].gvcf, qc_json=qc, sex="male")
+    meta = {"reference_build": "GRCh38", "kb_release": "2024-01", "caller": "bcftools"}
+    aggregate(store, "b1", [a, inputs["B"]], metadata=meta)
+    aggregate(store, "b2", [inputs["C"]], metadata=meta | {"caller_version": "1.21"})
+    files = sorted(store.rglob("*.parquet"))
+    assert len(files) >= 8
+    for path in files:
+        kv = pq.read_schema(path).metadata
+        assert kv[b"cohortflow_version"] == __version__.encode(), path
+        assert kv[b"schema_version"] == SCHEMA_VERSION.encode(), path
+        assert kv[b"reference_build"] == b"GRCh38", path
+    assert pq.read_schema(table_files(store, "variants")[0]).metadata[b"caller_version"] == b"1.21"
+    with pytest.raises(CohortflowError, match="reference build"):
+        aggregate(store, "b3", [inputs["D"]], metadata={"reference_build": "GRCh37"})
+
+    qc_rows = query(store, "SELECT * FROM sample_qc").to_pylist()
+    assert len(qc_rows) == 1
+    assert qc_rows[0]["total_reads"] == 1000 and qc_rows[0]["duplicate_fraction"] is None
+    assert qc_rows[0]["qc_fail_reasons"] == ["low coverage"] and qc_rows[0]["qc_pass"] is False
+    assert "extra_metric" not in qc_rows[0]
+
+    want = {"chr1-100-A-G": (1, 6), "chrX-50-G-A": (1, 1)}
+    pdf = pd.read_parquet(store / "variants")
+    got = {r.variant_id: (r.ac, r.an) for r in pdf.itertuples() if r.variant_id in want}
+    assert got == want
+    assert set(pdf["contig"].astype(str)) == {"chr1", "chrX"}
+    pldf = pl.read_parquet(str(store / "variants" / "**" / "*.parquet"), hive_partitioning=True)
+    got = {r["variant_id"]: (r["ac"], r["an"]) for r in pldf.iter_rows(named=True)}
+    assert {k: got[k] for k in want} == want
+    part = ds.partitioning(pa.schema([("contig", pa.string())]), flavor="hive")
+    gt = ds.dataset(store / "genotypes", format="parquet", partitioning=part).to_table()
+    assert gt.num_rows == 3 * 6
+    assert pq.read_table(store / "samples").num_rows == 3
+    con = open_store(store)
+    n = con.sql("SELECT sum(ac) AS s FROM variants WHERE contig = 'chr1'").fetchall()
+    assert n == [(7,)]
+
+
+def test_query_errors_and_format(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
+    with pytest.raises(CohortflowError, match="not found"):
+        query(tmp_path / "nope", "SELECT 1")
+    store = tmp_path / "store"
+    aggregate(store, "b1", [inputs["C"]])
+    with pytest.raises(CohortflowError, match="no_such_table"):
+        query(store, "SELECT * FROM no_such_table")
+    with pytest.raises(CohortflowError, match="syntax error"):
+        query(store, "SELEC 1")
+    text = format_table(query(store, "SELECT variant_id, ac, af FROM variants ORDER BY pos"), 1)
+    lines = text.splitlines()
+    assert lines[0] == "variant_id\tac\taf"
+    assert lines[1] == "chr1-100-A-G\t0\t0"
+    assert "1 more row" in lines[2]
+
+
+def test_bad_inputs(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
+    store = tmp_path / "store"
+    unsorted = write_vcf(
+        tmp_path / "U.vcf", "U", ["chr1 200 C T . 0/1", "chr1 100 A G . 0/1"], gz=False
+    )
+    with pytest.raises(CohortflowError, match="not sorted"):
+        aggregate(store, "b1", [SampleInput("U", unsorted)])
+    with pytest.raises(CohortflowError, match="given twice"):
+        aggregate(store, "b1", [inputs["A"], inputs["A"]])
+    with pytest.raises(CohortflowError, match="not allowed"):
+        aggregate(store, "b1", [SampleInput("bad id", inputs["A"].vcf)])
+    with pytest.raises(CohortflowError, match="not found"):
+        aggregate(store, "b1", [SampleInput("Z", tmp_path / "missing.vcf.gz")])
+    wrong_qc = tmp_path / "qc.json"
+    wrong_qc.write_text(json.dumps({"sample": "OTHER"}))
+    with pytest.raises(CohortflowError, match="not 'A'"):
+        aggregate(store, "b1", [SampleInput("A", inputs["A"].vcf, qc_json=wrong_qc)])
+    assert not list(store.rglob("*.parquet"))
+
+
+def test_leftovers_of_an_interrupted_batch_are_removed(
+    tmp_path: Path, inputs: dict[str, SampleInput]
+) -> None:
+    store = tmp_path / "store"
+    aggregate(store, "b1", [inputs["A"], inputs["B"]])
+    ref = _sorted_rows(store, "genotypes")
+    aggregate(store, "b2", [inputs["C"]])
+    (store / "_batches" / "b2.json").unlink()  # as if killed before the commit
+    aggregate(store, "b3", [inputs["D"]])
+    assert query(store, "SELECT count(*) FROM samples WHERE sample = 'C'").column(0)[0].as_py() == 0
+    assert all(r for r in ref)
+    assert sorted(query(store, "SELECT sample FROM samples").column(0).to_pylist()) == [
+        "A",
+        "B",
+        "D",
+    ]
+
+
+@pytest.mark.shared
+def test_real_cohort_counts_match_multisample_vcf(shared_data: Path, tmp_path: Path) -> None:
+    """1000 Genomes chr22 (100 samples x 100 records): split per sample, aggregate without
+    gVCFs, and compare ac/an/af per allele with counts from the original genotypes."""
+    src = shared_data / "cohort" / "bio2zarr" / "chr22.vcf.gz"
+    expected: dict[str, tuple[int, int]] = {}
+    with pysam.VariantFile(str(src)) as vf:  # reads all records in order; no index needed
+        samples = list(vf.header.samples)
+        header_lines = str(vf.header).rstrip("\n").split("\n")
+        body: list[list[str]] = []
+        for rec in vf:
+            called = [s["GT"] for s in rec.samples.values() if None not in s["GT"]]
+            an = sum(len(g) for g in called)
+            for i, alt in enumerate(rec.alts, start=1):
+                if alt == "*":  # spanning deletion: not an allele of its own in the store
+                    continue
+                vid = f"{rec.chrom}-{rec.pos}-{rec.ref.upper()}-{alt.upper()}"
+                expected[vid] = (sum(g.count(i) for g in called), an)
+            body.append(str(rec).rstrip("\n").split("\t"))
+    inputs = []
+    fixed = "\n".join(header_lines[:-1])
+    for k, sample in enumerate(samples):
+        path = tmp_path / f"{sample}.vcf"
+        cols = "\t".join(header_lines[-1].split("\t")[:9] + [sample])
+        rows = ["\t".join(b[:9] + [b[9 + k]]) for b in body]
+        path.write_text(fixed + "\n" + cols + "\n" + "\n".join(rows) + "\n")
+        inputs.append(SampleInput(sample, path))
+    store = tmp_path / "store"
+    aggregate(store, "b1", inputs[:60])
+    aggregate(store, "b2", inputs[60:])
+    got = {
+        r["variant_id"]: r
+        for r in query(store, "SELECT variant_id, ac, an, af, n_samples FROM variants").to_pylist()
+    }
+    assert len(expected) == 102 and set(got) == set(expected)
+    for vid, (ac, an) in expected.items():
+        assert (got[vid]["ac"], got[vid]["an"]) == (ac, an), vid
+        assert got[vid]["af"] == (pytest.approx(ac / an) if an else None)
+        assert got[vid]["n_samples"] == 100
+
+
+def test_same_inputs_same_bytes(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
+    stores = [tmp_path / "s1", tmp_path / "s2"]
+    for store in stores:
+        aggregate(store, "b1", [inputs["A"], inputs["C"]], metadata={"reference_build": "T1"})
+        aggregate(store, "b2", [inputs["B"], inputs["D"]], metadata={"reference_build": "T1"})
+    files = [
+        sorted(p.relative_to(s) for s in [st] for p in st.rglob("*") if p.is_file())
+        for st in stores
+    ]
+    assert files[0] == files[1] and len(files[0]) > 10
+    for rel in files[0]:
+        if rel.name == ".lock":
+            continue
+        assert (stores[0] / rel).read_bytes() == (stores[1] / rel).read_bytes(), rel
