@@ -1,0 +1,298 @@
+"""Tests of cohortflow.qc on a hand-built BAM whose numbers are known, and on real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+
+from cohortflow.errors import CohortflowError
+from cohortflow.qc import (
+    QcThresholds,
+    compute_qc,
+    fail_reasons,
+    histogram_mad,
+    histogram_median,
+    infer_sex,
+    parse_flagstat,
+    read_bed,
+)
+
+KEYS = {
+    "sample", "total_reads", "mapped_reads", "mapped_fraction", "properly_paired",
+    "properly_paired_fraction", "duplicates", "duplicate_fraction", "insert_size_median",
+    "insert_size_mad", "mean_coverage", "median_coverage", "fraction_10x", "fraction_20x",
+    "fraction_30x", "per_contig_mean_coverage", "mean_mapq", "mismatch_rate", "declared_sex",
+    "inferred_sex", "sex_mismatch", "qc_pass", "qc_fail_reasons", "thresholds",
+}  # fmt: skip
+
+# (name, flag, pos0, mapq, mate pos0, tlen, NM): all reads 100M on ctg1
+_READS = [
+    ("p1", 99, 0, 60, 200, 300, 1),
+    ("p1", 147, 200, 60, 0, -300, 0),
+    ("p2", 99, 50, 30, 250, 300, 0),
+    ("p2", 147, 250, 30, 50, -300, 0),
+    ("p3", 99 | 0x400, 0, 60, 200, 300, 0),  # duplicate pair: no coverage
+    ("p3", 147 | 0x400, 200, 60, 0, -300, 0),
+    ("p1", 97 | 0x100, 500, 0, 200, 0, 0),  # secondary of p1 read 1: no coverage
+    ("p7", 99, 850, 10, 880, 130, 0),  # 50 bp then in the N gap
+    ("p7", 147, 880, 10, 850, -130, 0),  # 20 bp then in the N gap
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_bam(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("tiny_qc")
+    rng = random.Random(3)
+    ctg1 = "".join(rng.choice("ACGT") for _ in range(900)) + "N" * 100
+    ctg2 = "".join(rng.choice("ACGT") for _ in range(200))
+    ref = d / "ref.fa"
+    ref.write_text(f">ctg1\n{ctg1}\n>ctg2\n{ctg2}\n")
+    pysam.faidx(str(ref))
+    header = {
+        "HD": {"VN": "1.6"},
+        "SQ": [{"SN": "ctg1", "LN": 1000}, {"SN": "ctg2", "LN": 200}],
+        "RG": [{"ID": "S.L1", "SM": "S"}],
+    }
+    unsorted = d / "u.bam"
+    with pysam.AlignmentFile(str(unsorted), "wb", header=header) as out:
+        for name, flag, pos0, mapq, mpos0, tlen, nm in _READS:
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.flag, a.reference_id, a.reference_start = name, flag, 0, pos0
+            a.mapping_quality, a.cigarstring = mapq, "100M"
+            a.next_reference_id, a.next_reference_start, a.template_length = 0, mpos0, tlen
+            a.query_sequence = ctg1[pos0 : pos0 + 100].replace("N", "A")
+            a.query_qualities = pysam.qualitystring_to_array("I" * 100)
+            a.set_tags([("NM", nm), ("RG", "S.L1")])
+            out.write(a)
+        for flag in (77, 141):  # one unmapped pair
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.flag = "p5", flag
+            a.reference_id = a.next_reference_id = -1
+            a.reference_start = a.next_reference_start = -1
+            a.query_sequence, a.query_qualities = "A" * 100, pysam.qualitystring_to_array("I" * 100)
+            out.write(a)
+    bam = d / "S.bam"
+    pysam.sort("-o", str(bam), str(unsorted))
+    pysam.index(str(bam))
+    return {"dir": d, "ref": ref, "bam": bam}
+
+
+def _flagstat_numbers(bam: Path) -> dict[str, int]:
+    """Independent parse of samtools flagstat: label -> QC-passed count."""
+    text = pysam.samtools.flagstat(str(bam))
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"(\d+) \+ \d+ ([a-z0-9 ]+)", line)
+        if m:
+            out[m.group(2).strip()] = int(m.group(1))
+    return out
+
+
+def test_tiny_counts_match_flagstat_and_hand_values(tiny_bam: dict, tmp_path: Path) -> None:
+    out_json = tmp_path / "qc" / "S.qc.json"
+    m = compute_qc(
+        tiny_bam["bam"], tiny_bam["ref"], "S", out_json, tmp_path / "qc",
+        QcThresholds(min_mean_coverage=0.4, min_mapped_fraction=0.75, max_duplicate_fraction=0.3),
+        declared_sex="female",
+    )  # fmt: skip
+    fs = _flagstat_numbers(tiny_bam["bam"])
+    assert m["total_reads"] == fs["primary"] == 10
+    assert m["mapped_reads"] == fs["primary mapped"] == 8
+    assert m["properly_paired"] == fs["properly paired"] == 8
+    assert m["duplicates"] == fs["primary duplicates"] == 2
+    assert m["mapped_fraction"] == 0.8 and m["duplicate_fraction"] == 0.25
+    # territory: ctg1 minus its 100 N + ctg2 = 1100 bp; depth sum by hand:
+    # p1 100+100, p2 100+100, p7 50 (850..900) + 20 (880..900); dup/secondary/unmapped excluded
+    assert m["coverage_territory_bp"] == 1100
+    assert m["mean_coverage"] == round(470 / 1100, 6)
+    assert m["per_contig_mean_coverage"] == {"ctg1": round(470 / 900, 6), "ctg2": 0.0}
+    assert m["median_coverage"] == 0 and m["fraction_10x"] == 0.0
+    assert m["mean_mapq"] == round((60 * 2 + 30 * 2 + 10 * 2) / 6, 6)
+    assert m["insert_size_median"] == 300
+    assert m["inferred_sex"] == "unknown" and m["sex_mismatch"] is False
+    assert m["qc_pass"] is True and m["qc_fail_reasons"] == []
+    assert KEYS <= set(m)
+    assert json.loads(out_json.read_text()) == m
+    # MultiQC-native files
+    qc = tmp_path / "qc"
+    assert (qc / "S.flagstat.txt").read_text() == pysam.samtools.flagstat(str(tiny_bam["bam"]))
+    assert "SN\tsequences:\t10" in (qc / "S.samtools_stats.txt").read_text()
+    # idxstats counts every mapped record, the secondary one too
+    assert (qc / "S.idxstats.txt").read_text().splitlines()[0] == "ctg1\t1000\t9\t0"
+    summary = (qc / "S.mosdepth.summary.txt").read_text().splitlines()
+    assert summary[1] == "ctg1\t900\t470\t0.52\t0\t2"
+    assert summary[-1] == "total\t1100\t470\t0.43\t0\t2"
+    dist = (qc / "S.mosdepth.global.dist.txt").read_text().splitlines()
+    # total: 120 bp at depth 2 (50..100, 250..300, 880..900); 350 bp covered
+    assert "total\t2\t0.11" in dist and "total\t1\t0.32" in dist and "total\t0\t1.00" in dist
+
+
+def test_thresholds_produce_fail_reasons(tiny_bam: dict, tmp_path: Path) -> None:
+    m = compute_qc(
+        tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "S.qc.json", tmp_path,
+        QcThresholds(min_mean_coverage=20, min_mapped_fraction=0.95, max_duplicate_fraction=0.1),
+    )  # fmt: skip
+    assert m["qc_pass"] is False
+    assert m["qc_fail_reasons"] == [
+        "mean_coverage 0.427273 < 20",
+        "mapped_fraction 0.8 < 0.95",
+        "duplicate_fraction 0.25 > 0.1",
+    ]
+    assert m["thresholds"] == {
+        "min_mean_coverage": 20, "min_mapped_fraction": 0.95, "max_duplicate_fraction": 0.1,
+    }  # fmt: skip
+
+
+def test_targets_bed_restricts_coverage(tiny_bam: dict, tmp_path: Path) -> None:
+    bed = tmp_path / "t.bed"
+    bed.write_text("track name=x\nctg1\t40\t60\nctg1\t50\t100\nctg1\t900\t950\n")
+    m = compute_qc(
+        tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "S.qc.json", tmp_path,
+        QcThresholds(), targets_bed=bed,
+    )  # fmt: skip
+    # merged targets 40..100 (60 bp: 10 at depth 1, 50 at depth 2) and 900..950 (N, but a
+    # target: p7 read 1 covers all 50, read 2 covers 900..950 too)
+    assert m["coverage_territory_bp"] == 110
+    assert m["mean_coverage"] == round((10 * 1 + 50 * 2 + 50 * 2) / 110, 6)
+    assert m["median_coverage"] == 2 and m["fraction_10x"] == 0.0
+
+
+def test_input_errors(tiny_bam: dict, tmp_path: Path) -> None:
+    t = QcThresholds()
+    with pytest.raises(CohortflowError, match="declared sex 'F'"):
+        compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "x.json", tmp_path, t, "F")
+    bad_bed = tmp_path / "b.bed"
+    bad_bed.write_text("chrZ\t1\t10\n")
+    with pytest.raises(CohortflowError, match=r"b.bed: line 1: contig 'chrZ'"):
+        compute_qc(
+            tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "x.json", tmp_path, t,
+            targets_bed=bad_bed,
+        )  # fmt: skip
+    other = tmp_path / "other.fa"
+    other.write_text(">ctg1\n" + "A" * 999 + "\n>ctg2\n" + "A" * 200 + "\n")
+    pysam.faidx(str(other))
+    with pytest.raises(CohortflowError, match="contig ctg1 .length 999. is length 1000 in the BAM"):
+        compute_qc(tiny_bam["bam"], other, "S", tmp_path / "x.json", tmp_path, t)
+    noidx = tmp_path / "noidx.bam"
+    noidx.write_bytes(tiny_bam["bam"].read_bytes())
+    with pytest.raises(CohortflowError, match="noidx.bam: index .* missing"):
+        compute_qc(noidx, tiny_bam["ref"], "S", tmp_path / "x.json", tmp_path, t)
+    stale = tmp_path / "stale.bam"
+    stale.write_bytes(tiny_bam["bam"].read_bytes())
+    Path(f"{stale}.bai").write_bytes(Path(f"{tiny_bam['bam']}.bai").read_bytes())
+    os.utime(f"{stale}.bai", (1, 1))
+    with pytest.raises(CohortflowError, match="stale"):
+        compute_qc(stale, tiny_bam["ref"], "S", tmp_path / "x.json", tmp_path, t)
+    truncated = tmp_path / "trunc.bam"
+    truncated.write_bytes(tiny_bam["bam"].read_bytes()[:-40])
+    with pytest.raises(CohortflowError, match="trunc.bam: BAM is truncated"):
+        compute_qc(truncated, tiny_bam["ref"], "S", tmp_path / "x.json", tmp_path, t)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_pure_functions() -> None:
+    values = np.array([100, 200, 300, 400])
+    assert histogram_median(values, np.array([1, 1, 1, 1])) == 200  # lower median
+    assert histogram_median(values, np.array([0, 0, 0, 0])) is None
+    assert histogram_median(values, np.array([1, 5, 1, 0])) == 200
+    assert histogram_mad(values, np.array([1, 1, 1, 0])) == 100.0
+    assert infer_sex({"chr1": 30.0, "chr2": 30.0, "chrX": 29.0, "chrY": 0.5}) == "female"
+    assert infer_sex({"1": 30.0, "X": 15.0, "Y": 14.0}) == "male"
+    assert infer_sex({"1": 30.0, "X": 15.0, "Y": 0.2}) == "unknown"  # 45,X-like
+    assert infer_sex({"1": 30.0, "X": 30.0, "Y": 15.0}) == "unknown"  # 47,XXY-like
+    assert infer_sex({"chr20": 30.0}) == "unknown"
+    assert infer_sex({"1": 0.5, "X": 0.5}) == "unknown"
+    m = {
+        "mean_coverage": 12.3, "mapped_fraction": None, "duplicate_fraction": 0.31,
+        "sex_mismatch": True, "declared_sex": "female", "inferred_sex": "male",
+    }  # fmt: skip
+    assert fail_reasons(m, QcThresholds()) == [
+        "mean_coverage 12.3 < 20",
+        "mapped_fraction not computable",
+        "duplicate_fraction 0.31 > 0.3",
+        "sex_mismatch declared female inferred male",
+    ]
+    flag = parse_flagstat(
+        "10 + 0 in total (QC-passed reads + QC-failed reads)\n10 + 0 primary\n"
+        "2 + 0 primary duplicates\n8 + 0 primary mapped (80.00% : N/A)\n"
+        "6 + 0 properly paired (60.00% : N/A)\n"
+    )
+    assert flag == {
+        "total": 10, "primary": 10, "primary_duplicates": 2, "primary_mapped": 8,
+        "properly_paired": 6,
+    }  # fmt: skip
+
+
+def test_read_bed_merges_and_validates(tmp_path: Path) -> None:
+    bed = tmp_path / "x.bed"
+    bed.write_text("# c\nb\t5\t10\na\t10\t20\na\t0\t10\na\t30\t40\n")
+    assert read_bed(bed, {"a": 100, "b": 50}) == {"a": [(0, 20), (30, 40)], "b": [(5, 10)]}
+    bed.write_text("a\t10\t5\n")
+    with pytest.raises(CohortflowError, match="x.bed: line 1: interval a:10-5"):
+        read_bed(bed, {"a": 100})
+    bed.write_text("a\tx\t5\n")
+    with pytest.raises(CohortflowError, match="not integers"):
+        read_bed(bed, {"a": 100})
+
+
+@pytest.mark.shared
+def test_real_bam_qc_matches_flagstat(shared_data: Path, tmp_path: Path) -> None:
+    d = shared_data / "deepvariant_chr20_b37"
+    bam = d / "bam/NA12878_S1.chr20.10_10p1mb.bam"
+    ref = d / "ref/ucsc.hg19.chr20.unittest.fasta.gz"
+    bed = tmp_path / "region.bed"
+    bed.write_text("chr20\t10000000\t10100000\n")
+    fs = _flagstat_numbers(bam)
+    # the staged BAM lists all 25 hg19 contigs; only chr20 (in the FASTA) carries reads
+    m = compute_qc(bam, ref, "NA12878", tmp_path / "q.json", tmp_path, QcThresholds(),
+                   targets_bed=bed)  # fmt: skip
+    assert m["total_reads"] == fs["primary"] == 52035
+    assert m["mapped_reads"] == fs["primary mapped"]
+    assert m["properly_paired"] == fs["properly paired"]
+    assert m["duplicates"] == fs["primary duplicates"]
+    assert 45 < m["mean_coverage"] < 60  # SOURCES.md: ~52x over chr20:10.0-10.1 Mb
+    assert m["coverage_territory_bp"] == 100_000
+
+
+@pytest.mark.shared
+def test_qc_of_aligned_bam_matches_flagstat_and_samtools_depth(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import gzip
+    import itertools
+
+    from cohortflow.align import FastqUnit, align_sample
+
+    d = shared_data / "deepvariant_chr20_b37"
+    fqs = []
+    for r in ("R1", "R2"):
+        dst = tmp_path / f"{r}.fq"
+        with gzip.open(d / f"fastq_derived/NA12878_S1_{r}.fastq.gz", "rb") as fi:
+            dst.write_bytes(b"".join(itertools.islice(fi, 4 * 3000)))
+        fqs.append(dst)
+    ref = d / "ref_slice_derived/hg19_chr20_9995001_11095000.fa.gz"
+    bam = tmp_path / "N.bam"
+    align_sample("N", [FastqUnit("l1", fqs[0], fqs[1])], ref, bam)
+    m = compute_qc(bam, ref, "N", tmp_path / "N.qc.json", tmp_path, QcThresholds())
+    fs = _flagstat_numbers(bam)
+    assert m["total_reads"] == fs["primary"] == 6000
+    assert m["mapped_reads"] == fs["primary mapped"]
+    assert m["properly_paired"] == fs["properly paired"]
+    assert m["duplicates"] == fs["primary duplicates"]
+    # depth sum agrees with samtools depth (same read filter, no deletions, q0); samtools also
+    # counts N read bases, which count_coverage leaves out (~0.01% of bases here)
+    contig = "chr20_9995001_11095000"
+    depth = pysam.samtools.depth("-a", "-r", f"{contig}:1-130000", str(bam))
+    total = sum(int(line.rsplit("\t", 1)[1]) for line in depth.splitlines())
+    assert total > 500_000
+    ours = m["per_contig_mean_coverage"][contig] * 1_100_000
+    assert 0 <= total - ours <= 0.001 * total
+    assert m["mean_coverage"] == m["per_contig_mean_coverage"][contig]
+    assert "mean_coverage" in m["qc_fail_reasons"][0]  # a 130 kb read cloud on a 1.1 Mb slice
