@@ -1,0 +1,845 @@
+"""The knowledge base: ClinVar (and optionally population frequencies) as normalized Parquet.
+
+``build_kb`` reads an NCBI ClinVar VCF (current schema, the pre-2017 dbSNP-derived schema
+with numeric CLNSIG and CLNALLE, and MacArthur-lab's re-processed ClinVar), splits multi-ALT
+records, maps contig names onto the reference's ('1' <-> 'chr1', 'MT' <-> 'chrM'), normalizes every allele (trim; left-align
+against the reference when one is given) and writes one row per ``variant_id``:
+
+    out_dir/clinvar.parquet      see CLINVAR_SCHEMA
+    out_dir/population.parquet   see POPULATION_SCHEMA (only with a population VCF)
+    out_dir/manifest.json        sources with sha256, release, counts, contig mapping, build
+
+Positions in every table are 1-based (VCF). Collisions (two records with one ``variant_id``
+after normalization) are resolved by :data:`COLLISION_RULE`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pysam
+
+from cohortflow import SCHEMA_VERSION, __version__
+from cohortflow.atomic import atomic_output
+from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
+from cohortflow.errors import CohortflowError
+from cohortflow.normalize import normalize_allele
+from cohortflow.vcfinfo import variant_id
+
+log = logging.getLogger(__name__)
+
+CLINVAR_FILE = "clinvar.parquet"
+POPULATION_FILE = "population.parquet"
+MANIFEST_FILE = "manifest.json"
+
+CLINVAR_SCHEMA = pa.schema(
+    [
+        ("variant_id", pa.string()),
+        ("contig", pa.string()),
+        ("pos", pa.int64()),  # 1-based
+        ("ref", pa.string()),
+        ("alt", pa.string()),
+        ("clnsig", pa.string()),
+        ("clnrevstat", pa.string()),
+        ("stars", pa.int8()),
+        ("clndn", pa.string()),
+        ("gene", pa.string()),
+        ("variation_id", pa.string()),
+        ("allele_id", pa.int64()),
+        ("oncogenicity", pa.string()),
+        ("release", pa.string()),
+    ]
+)
+
+POPULATION_SCHEMA = pa.schema(
+    [
+        ("variant_id", pa.string()),
+        ("contig", pa.string()),
+        ("pos", pa.int64()),  # 1-based
+        ("ref", pa.string()),
+        ("alt", pa.string()),
+        ("af", pa.float64()),
+        ("ac", pa.int64()),
+        ("an", pa.int64()),
+    ]
+)
+
+COLLISION_RULE = (
+    "clinvar: keep the record with the most review stars, then the most severe CLNSIG "
+    "(Pathogenic > Pathogenic/Likely_pathogenic > Likely_pathogenic > Conflicting > "
+    "Uncertain_significance > other > Likely_benign > Benign/Likely_benign > Benign > "
+    "not_provided), then the lowest variation ID; population: keep the record with the "
+    "largest AN, then the largest AC, then the first in the file"
+)
+
+# ClinVar review status -> stars (https://www.ncbi.nlm.nih.gov/clinvar/docs/review_status/).
+_STARS = {
+    "practice_guideline": 4,
+    "reviewed_by_expert_panel": 3,
+    "criteria_provided,_multiple_submitters,_no_conflicts": 2,
+    "criteria_provided,_single_submitter": 1,
+    "criteria_provided,_conflicting_classifications": 1,
+    "criteria_provided,_conflicting_interpretations": 1,
+}
+
+# Higher = more severe. Unknown terms rank as "other".
+_SIGNIFICANCE_RANK = {
+    "pathogenic": 10,
+    "pathogenic/likely_pathogenic": 9,
+    "likely_pathogenic": 8,
+    "pathogenic,_low_penetrance": 8,
+    "pathogenic/likely_pathogenic/pathogenic,_low_penetrance": 8,
+    "likely_pathogenic,_low_penetrance": 7,
+    "pathogenic/likely_pathogenic/likely_risk_allele": 7,
+    "conflicting_classifications_of_pathogenicity": 6,
+    "conflicting_interpretations_of_pathogenicity": 6,
+    "established_risk_allele": 5,
+    "likely_risk_allele": 5,
+    "uncertain_risk_allele": 5,
+    "uncertain_significance": 5,
+    "likely_benign": 2,
+    "benign/likely_benign": 1,
+    "benign": 0,
+    "not_provided": -1,
+    "no_classification_for_the_single_variant": -1,
+    "no_classifications_from_unflagged_records": -1,
+}
+_OTHER_RANK = 3
+
+# Pre-2017 ClinVar VCF (dbSNP-derived) codes.
+_LEGACY_CLNSIG = {
+    "0": "Uncertain_significance",
+    "1": "not_provided",
+    "2": "Benign",
+    "3": "Likely_benign",
+    "4": "Likely_pathogenic",
+    "5": "Pathogenic",
+    "6": "drug_response",
+    "7": "histocompatibility",
+    "255": "other",
+}
+_LEGACY_REVSTAT = {
+    "no_assertion": "no_assertion_provided",
+    "no_criteria": "no_assertion_criteria_provided",
+    "single": "criteria_provided,_single_submitter",
+    "mult": "criteria_provided,_multiple_submitters,_no_conflicts",
+    "conf": "criteria_provided,_conflicting_interpretations",
+    "exp": "reviewed_by_expert_panel",
+    "guideline": "practice_guideline",
+}
+
+_SEQUENCE = re.compile(r"[ACGT]+")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_BUILD_ALIASES = {"hg19": "GRCh37", "b37": "GRCh37", "hs37d5": "GRCh37", "hg38": "GRCh38"}
+
+
+# --------------------------------------------------------------------------- small pure parts
+
+
+def review_stars(clnrevstat: str | None) -> int:
+    """Review stars 0-4 from a CLNREVSTAT value as ClinVar writes it (``|`` joins several:
+    the best counts). None or unknown statuses give 0."""
+    if not clnrevstat:
+        return 0
+    return max(_STARS.get(part.strip().lower(), 0) for part in clnrevstat.split("|"))
+
+
+def significance_rank(clnsig: str | None) -> int:
+    """Severity of a CLNSIG value (higher = more severe; None = -2).
+
+    ``|``-separated values (``Pathogenic|risk_factor``) rank as their most severe part;
+    an unknown compound (``A/B``) ranks as its most severe known ``/`` component.
+    """
+    if not clnsig:
+        return -2
+    best = -2
+    for part in clnsig.split("|"):
+        key = part.strip().strip("_").lower()
+        rank = _SIGNIFICANCE_RANK.get(key)
+        if rank is None:
+            subs = [_SIGNIFICANCE_RANK.get(s.strip("_")) for s in key.split("/")]
+            known = [s for s in subs if s is not None]
+            rank = max(known) if known else _OTHER_RANK
+        best = max(best, rank)
+    return best
+
+
+def variation_id_key(variation_id: str) -> tuple[str, int, str]:
+    """Sort key ordering IDs by prefix then number: '90' < '100', 'rs9' < 'rs10'."""
+    m = re.fullmatch(r"(\D*)(\d+)", variation_id)
+    if m:
+        return (m.group(1), int(m.group(2)), "")
+    return ("\uffff", 0, variation_id)
+
+
+def parse_release(file_date: str | None) -> str | None:
+    """ClinVar ``##fileDate`` ('2026-02-26' or '20170404') -> ISO date 'YYYY-MM-DD' or None."""
+    if not file_date:
+        return None
+    text = file_date.strip()
+    m = re.fullmatch(r"(\d{4})-?(\d{2})-?(\d{2})", text)
+    if not m:
+        return text
+    return f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
+
+
+def canonical_build(build: str | None) -> str | None:
+    """'GRCh37.p13' -> 'GRCh37', 'hg38' -> 'GRCh38'; unknown names are returned unchanged."""
+    if not build:
+        return None
+    text = build.strip()
+    m = re.match(r"(?i)(grch3[78])", text)
+    if m:
+        return "GRCh" + m.group(1)[4:]
+    return _BUILD_ALIASES.get(text.lower(), text)
+
+
+def variant_class(ref: str, alt: str) -> str:
+    """Class of a normalized allele: 'snv', 'insertion', 'deletion' or 'complex' (MNPs too)."""
+    if len(ref) == 1 and len(alt) == 1:
+        return "snv"
+    if len(ref) == 1 and len(alt) > 1 and alt[0] == ref[0]:
+        return "insertion"
+    if len(alt) == 1 and len(ref) > 1 and ref[0] == alt[0]:
+        return "deletion"
+    return "complex"
+
+
+def percent_decode(text: str) -> str:
+    """Undo VCF percent-encoding ('%3D' -> '=', '%2C' -> ','); other text is unchanged."""
+    if "%" not in text:
+        return text
+    return _PCT.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def trim_alleles(pos1: int, ref: str, alt: str) -> tuple[int, str, str]:
+    """Remove bases shared by REF and ALT at the end, then at the start, keeping one base each.
+
+    In/out: 1-based position and alleles. Without a reference this is all the normalization
+    possible (an indel in a repeat stays where the input wrote it).
+    """
+    while len(ref) > 1 and len(alt) > 1 and ref[-1] == alt[-1]:
+        ref, alt = ref[:-1], alt[:-1]
+    while len(ref) > 1 and len(alt) > 1 and ref[0] == alt[0]:
+        ref, alt = ref[1:], alt[1:]
+        pos1 += 1
+    return pos1, ref, alt
+
+
+# --------------------------------------------------------------------------- VCF text reading
+
+
+@dataclass
+class VcfText:
+    """Header facts of a VCF read as text: meta values, declared contig lengths, sample names."""
+
+    path: Path
+    meta: dict[str, str] = field(default_factory=dict)  # first value of each ##key=value
+    contig_lengths: dict[str, int | None] = field(default_factory=dict)
+    info_ids: set[str] = field(default_factory=set)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open_text(path: Path) -> TextIO:
+    if not path.is_file():
+        raise CohortflowError(f"{path}: file not found; check the path")
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _header_value(line: str, key: str) -> str | None:
+    m = re.search(rf"[<,]{key}=([^,>]+)", line)
+    return m.group(1) if m else None
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeError)
+
+
+def _unreadable(path: Path, exc: BaseException) -> CohortflowError:
+    return CohortflowError(
+        f"{path}: cannot read as VCF ({exc}); the file is truncated or corrupt, download "
+        "or bgzip it again"
+    )
+
+
+def read_vcf_text(path: Path) -> tuple[VcfText, Iterator[list[str]]]:
+    """Open a VCF (plain, gzip or BGZF) as text: header facts now, data lines as a stream.
+
+    Out: the header and an iterator of data lines split on tabs (at most 9 fields; lines with
+    fewer than 8 are yielded too, the caller counts them as malformed). The file closes when
+    the iterator is exhausted. Raises CohortflowError for a missing, corrupt, truncated or
+    header-less file (from the iterator for damage after the header).
+    """
+    header = VcfText(path=path)
+    fh = _open_text(path)
+    seen_chrom_line = False
+    try:
+        for line in fh:
+            if line.startswith("##"):
+                key, _, value = line[2:].rstrip("\r\n").partition("=")
+                if key == "contig":
+                    cid = _header_value(value, "ID")
+                    length = _header_value(value, "length")
+                    if cid:
+                        header.contig_lengths[cid] = (
+                            int(length) if length and length.isdigit() else None
+                        )
+                elif key == "INFO":
+                    iid = _header_value(value, "ID")
+                    if iid:
+                        header.info_ids.add(iid)
+                else:
+                    header.meta.setdefault(key, value)
+            else:
+                seen_chrom_line = line.startswith("#")
+                break
+    except _READ_ERRORS as exc:
+        fh.close()
+        raise _unreadable(path, exc) from None
+    if not seen_chrom_line:
+        fh.close()
+        raise CohortflowError(
+            f"{path}: no '#CHROM' header line; this is not a VCF file, give a VCF"
+        )
+    return header, _data_lines(fh, path)
+
+
+def _data_lines(fh: TextIO, path: Path) -> Iterator[list[str]]:
+    with fh:
+        try:
+            for line in fh:
+                if line.strip():
+                    yield line.rstrip("\r\n").split("\t", 8)
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """VCF INFO column -> {key: raw value}; flags get ''. '.' gives {}."""
+    if text in ("", "."):
+        return {}
+    out: dict[str, str] = {}
+    for item in text.split(";"):
+        key, _, value = item.partition("=")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+@dataclass
+class _Normalizer:
+    """Maps contigs onto the reference and normalizes alleles; counts skips by reason.
+
+    Without a reference (``ref_lengths`` None) contig names are kept and alleles only trimmed.
+    """
+
+    source: Path
+    reference: Path | None
+    fasta: pysam.FastaFile | None
+    ref_lengths: dict[str, int] | None
+    mapping: dict[str, str] = field(default_factory=dict)  # source contig -> reference contig
+    unmapped: set[str] = field(default_factory=set)
+    contig_order: dict[str, None] = field(default_factory=dict)  # output contigs, first seen
+    records: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    _warned: int = 0
+
+    def target(self, contig: str) -> str | None:
+        """Reference name of ``contig`` (itself without a reference); None when unmapped."""
+        if self.ref_lengths is None:
+            return contig
+        if contig in self.mapping:
+            return self.mapping[contig]
+        if contig in self.unmapped:
+            return None
+        found = map_contigs([contig], self.ref_lengths).get(contig)
+        if found is None:
+            self.unmapped.add(contig)
+            return None
+        taken = [src for src, dst in self.mapping.items() if dst == found]
+        if taken:
+            raise CohortflowError(
+                f"{self.source}: contigs {taken[0]!r} and {contig!r} both map to reference "
+                f"contig {found!r}; use one naming scheme per file"
+            )
+        self.mapping[contig] = found
+        return found
+
+    def __call__(
+        self, contig: str, pos1: int, ref: str, alt: str
+    ) -> tuple[str, int, str, str] | None:
+        """One allele -> (contig, pos1, ref, alt) normalized, or None (skip counted)."""
+        ref = ref.upper()
+        alt = alt.upper()
+        if alt in (".", "*", "") or alt.startswith("<") or "[" in alt or "]" in alt:
+            self.skipped["alt_not_sequence"] += 1
+            return None
+        if not _SEQUENCE.fullmatch(alt):
+            self.skipped["alt_not_acgt"] += 1  # IUPAC codes or N: not one sequence allele
+            return None
+        if not _SEQUENCE.fullmatch(ref):
+            self.skipped["ref_not_acgt"] += 1
+            return None
+        if ref == alt:
+            self.skipped["alt_equals_ref"] += 1
+            return None
+        target = self.target(contig)
+        if target is None:
+            self.skipped["contig_not_in_reference"] += 1
+            return None
+        self.contig_order.setdefault(target, None)
+        if self.fasta is None:
+            pos1, ref, alt = trim_alleles(pos1, ref, alt)
+            return target, pos1, ref, alt
+        try:
+            pos1, ref, alt = normalize_allele(self.fasta, target, pos1, ref, alt)
+        except CohortflowError as exc:  # contigs are mapped already: only a REF mismatch
+            self.skipped["ref_mismatch"] += 1
+            if self._warned < 10:
+                log.warning("%s: skipping record: %s", self.source, exc)
+                self._warned += 1
+            return None
+        return target, pos1, ref, alt
+
+    def check_header(self, header: VcfText) -> None:
+        """Refuse declared contigs that all miss the reference, or disagree in length."""
+        if self.ref_lengths is None or not header.contig_lengths:
+            return
+        for name in header.contig_lengths:
+            self.target(name)
+        if not self.mapping:
+            self.refuse_disjoint(list(header.contig_lengths))
+        declared = {k: v for k, v in header.contig_lengths.items() if v is not None}
+        check_contig_lengths(
+            declared, self.mapping, self.ref_lengths, self.source, str(self.reference)
+        )
+
+    def check_records(self) -> None:
+        """After reading: refuse when no record's contig is in the reference."""
+        if self.ref_lengths is not None and self.records and not self.mapping:
+            self.refuse_disjoint(sorted(self.unmapped))
+
+    def refuse_disjoint(self, names: list[str]) -> None:
+        """Raise the CohortflowError for a file whose contigs all miss the reference."""
+        ref_names = ", ".join(list(self.ref_lengths or {})[:5])
+        raise CohortflowError(
+            f"{self.source}: none of its contigs ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''}) are in reference {self.reference} "
+            f"({ref_names}); use a knowledge base for this reference"
+        )
+
+
+# --------------------------------------------------------------------------- ClinVar
+
+
+def _first_gene(geneinfo: str | None) -> str | None:
+    if not geneinfo:
+        return None
+    symbol = geneinfo.split("|", 1)[0].split(":", 1)[0]
+    return percent_decode(symbol) or None
+
+
+def _opt(info: dict[str, str], key: str) -> str | None:
+    value = info.get(key)
+    if value is None or value in ("", "."):
+        return None
+    return percent_decode(value)
+
+
+def _macarthur(info: dict[str, str], key: str) -> str | None:
+    value = _opt(info, key)
+    return value.replace("..", ",_") if value else None
+
+
+def _legacy_fields(info: dict[str, str], alt_index: int) -> dict[str, str | None] | None:
+    """Pre-2017 schema: the CLN* values of the CLNALLE entry for ALT number ``alt_index``."""
+    alle = info.get("CLNALLE", "").split(",")
+    try:
+        j = alle.index(str(alt_index))
+    except ValueError:
+        return None
+
+    def pick(key: str) -> str | None:
+        values = info.get(key, "").split(",")
+        return values[j] if j < len(values) and values[j] not in ("", ".") else None
+
+    sig = pick("CLNSIG")
+    rev = pick("CLNREVSTAT")
+    return {
+        "clnsig": "|".join(_LEGACY_CLNSIG.get(s, s) for s in sig.split("|")) if sig else None,
+        "clnrevstat": "|".join(_LEGACY_REVSTAT.get(s, s) for s in rev.split("|")) if rev else None,
+        "clndn": percent_decode(pick("CLNDBN") or "") or None,
+    }
+
+
+def _clinvar_rows(
+    rows: Iterator[list[str]], normalizer: _Normalizer, release: str | None
+) -> tuple[dict[str, list[Any]], int]:
+    """ClinVar data lines -> column lists (one entry per kept allele) and the allele count."""
+    cols: dict[str, list[Any]] = {name: [] for name in CLINVAR_SCHEMA.names}
+    n_alleles = 0
+    for fields in rows:
+        normalizer.records += 1
+        if len(fields) < 8 or not fields[1].isdigit():
+            normalizer.skipped["malformed_line"] += 1
+            n_alleles += 1
+            continue
+        contig, pos_text, vid, ref, alts = fields[0], fields[1], fields[2], fields[3], fields[4]
+        info = parse_info(fields[7])
+        legacy = "CLNALLE" in info
+        gene = _first_gene(info.get("GENEINFO"))
+        if "CLNSIG" not in info and "CLINICAL_SIGNIFICANCE" in info:
+            # MacArthur-lab re-processed ClinVar (2016-2018): ', ' written as '..'
+            clnsig = _macarthur(info, "CLINICAL_SIGNIFICANCE")
+            clnrevstat = _macarthur(info, "REVIEW_STATUS")
+            clndn = _macarthur(info, "ALL_TRAITS")
+            gene = _macarthur(info, "SYMBOL")
+            if vid in ("", "."):
+                vid = info.get("MEASURESET_ID", "")
+        elif not legacy:
+            clnsig = _opt(info, "CLNSIG")
+            clnrevstat = _opt(info, "CLNREVSTAT")
+            clndn = _opt(info, "CLNDN")
+        allele_text = info.get("ALLELEID", "")
+        allele_id = int(allele_text) if allele_text.isdigit() else None
+        onc = _opt(info, "ONC")
+        for index, alt in enumerate(alts.split(","), start=1):
+            n_alleles += 1
+            if legacy:
+                picked = _legacy_fields(info, index)
+                if picked is None:
+                    normalizer.skipped["legacy_alt_without_clinical_record"] += 1
+                    continue
+                clnsig, clnrevstat, clndn = picked["clnsig"], picked["clnrevstat"], picked["clndn"]
+            norm = normalizer(contig, int(pos_text), ref, alt)
+            if norm is None:
+                continue
+            n_contig, pos1, n_ref, n_alt = norm
+            cols["variant_id"].append(variant_id(n_contig, pos1, n_ref, n_alt))
+            cols["contig"].append(n_contig)
+            cols["pos"].append(pos1)
+            cols["ref"].append(n_ref)
+            cols["alt"].append(n_alt)
+            cols["clnsig"].append(clnsig)
+            cols["clnrevstat"].append(clnrevstat)
+            cols["stars"].append(review_stars(clnrevstat))
+            cols["clndn"].append(clndn)
+            cols["gene"].append(gene)
+            cols["variation_id"].append(vid if vid not in ("", ".") else None)
+            cols["allele_id"].append(allele_id)
+            cols["oncogenicity"].append(onc)
+            cols["release"].append(release)
+    return cols, n_alleles
+
+
+def _resolve(
+    cols: dict[str, list[Any]], better: Callable[[int], tuple[Any, ...]]
+) -> tuple[list[int], int]:
+    """Row indices to keep (one per variant_id: the smallest ``better`` key) and collisions."""
+    best: dict[str, int] = {}
+    collisions = 0
+    for i, vid in enumerate(cols["variant_id"]):
+        j = best.get(vid)
+        if j is None:
+            best[vid] = i
+            continue
+        collisions += 1
+        if better(i) < better(j):
+            best[vid] = i
+    return sorted(best.values()), collisions
+
+
+def _clinvar_key(cols: dict[str, list[Any]]) -> Callable[[int], tuple[Any, ...]]:
+    def key(i: int) -> tuple[Any, ...]:
+        vid = cols["variation_id"][i] or ""
+        return (-cols["stars"][i], -significance_rank(cols["clnsig"][i]), variation_id_key(vid), i)
+
+    return key
+
+
+def _population_key(cols: dict[str, list[Any]]) -> Callable[[int], tuple[Any, ...]]:
+    def key(i: int) -> tuple[Any, ...]:
+        an = cols["an"][i] if cols["an"][i] is not None else -1
+        ac = cols["ac"][i] if cols["ac"][i] is not None else -1
+        return (-an, -ac, i)
+
+    return key
+
+
+def _to_table(
+    cols: dict[str, list[Any]], keep: list[int], schema: pa.Schema, contig_order: list[str]
+) -> pa.Table:
+    """Selected rows as a table sorted by (contig order, pos, ref, alt)."""
+    rank = {c: i for i, c in enumerate(contig_order)}
+    keep = sorted(
+        keep,
+        key=lambda i: (
+            rank.get(cols["contig"][i], len(rank)),
+            cols["contig"][i],
+            cols["pos"][i],
+            cols["ref"][i],
+            cols["alt"][i],
+        ),
+    )
+    arrays = [pa.array([cols[f.name][i] for i in keep], type=f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# --------------------------------------------------------------------------- population
+
+
+def _number(text: str, kind: type) -> Any:
+    if text in ("", "."):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
+def _population_rows(
+    rows: Iterator[list[str]], normalizer: _Normalizer
+) -> tuple[dict[str, list[Any]], int]:
+    """Population data lines -> column lists (per ALT: AF, AC from Number=A fields, AN)."""
+    cols: dict[str, list[Any]] = {name: [] for name in POPULATION_SCHEMA.names}
+    n_alleles = 0
+    for fields in rows:
+        normalizer.records += 1
+        if len(fields) < 8 or not fields[1].isdigit():
+            normalizer.skipped["malformed_line"] += 1
+            n_alleles += 1
+            continue
+        info = parse_info(fields[7])
+        alts = fields[4].split(",")
+        afs = info.get("AF", "").split(",")
+        acs = info.get("AC", "").split(",")
+        an = _number(info.get("AN", ""), int)
+        for index, alt in enumerate(alts):
+            n_alleles += 1
+            norm = normalizer(fields[0], int(fields[1]), fields[3], alt)
+            if norm is None:
+                continue
+            af = _number(afs[index], float) if index < len(afs) else None
+            ac = _number(acs[index], int) if index < len(acs) else None
+            if af is None and ac is not None and an:
+                af = ac / an
+            if af is None:
+                normalizer.skipped["no_af"] += 1
+                continue
+            n_contig, pos1, n_ref, n_alt = norm
+            cols["variant_id"].append(variant_id(n_contig, pos1, n_ref, n_alt))
+            cols["contig"].append(n_contig)
+            cols["pos"].append(pos1)
+            cols["ref"].append(n_ref)
+            cols["alt"].append(n_alt)
+            cols["af"].append(af)
+            cols["ac"].append(ac)
+            cols["an"].append(an)
+    return cols, n_alleles
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _source_entry(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def _table_metadata(build: str | None, release: str | None) -> dict[bytes, bytes]:
+    return {
+        b"cohortflow_version": __version__.encode(),
+        b"schema_version": SCHEMA_VERSION.encode(),
+        b"reference_build": (build or "").encode(),
+        b"clinvar_release": (release or "").encode(),
+    }
+
+
+def _write_parquet(table: pa.Table, path: Path, build: str | None, release: str | None) -> None:
+    meta = dict(table.schema.metadata or {})
+    meta.update(_table_metadata(build, release))
+    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
+
+
+def _process(
+    source: Path,
+    kind: str,
+    reference: Path | None,
+    fasta: pysam.FastaFile | None,
+    ref_lengths: dict[str, int] | None,
+) -> tuple[VcfText, pa.Table, dict[str, Any], dict[str, str] | None]:
+    """Read, normalize and deduplicate one source VCF -> header, table, counts, mapping."""
+    header, rows = read_vcf_text(source)
+    normalizer = _Normalizer(source, reference, fasta, ref_lengths)
+    normalizer.check_header(header)
+    if kind == "clinvar":
+        release = parse_release(header.meta.get("fileDate"))
+        cols, n_alleles = _clinvar_rows(rows, normalizer, release)
+        keep, collisions = _resolve(cols, _clinvar_key(cols))
+        schema = CLINVAR_SCHEMA
+    else:
+        cols, n_alleles = _population_rows(rows, normalizer)
+        keep, collisions = _resolve(cols, _population_key(cols))
+        schema = POPULATION_SCHEMA
+    normalizer.check_records()
+    order = list(ref_lengths) if ref_lengths else list(normalizer.contig_order)
+    table = _to_table(cols, keep, schema, order)
+    skipped = dict(sorted(normalizer.skipped.items()))
+    if skipped:
+        log.warning("%s: skipped alleles by reason: %s", source, skipped)
+    if collisions:
+        log.info(
+            "%s: %d alleles collided after normalization; kept one per variant_id "
+            "(rule in manifest.json collision_rule)",
+            source,
+            collisions,
+        )
+    counts = {
+        "records_read": normalizer.records,
+        "alleles_read": n_alleles,
+        "skipped": skipped,
+        "collisions": collisions,
+        "written": table.num_rows,
+    }
+    mapping = dict(normalizer.mapping) if ref_lengths is not None else None
+    return header, table, counts, mapping
+
+
+def build_kb(
+    clinvar_vcf: Path,
+    out_dir: Path,
+    reference: Path | None = None,
+    population: Path | None = None,
+    gff3: Path | None = None,
+    build: str | None = None,
+) -> dict[str, Any]:
+    """Build the knowledge base folder ``out_dir`` from a ClinVar VCF (+ population VCF).
+
+    In: NCBI ClinVar VCF (plain/gz/bgz), optional reference FASTA (indexed; contigs are mapped
+    to its names and alleles left-aligned against it), optional gnomAD-style population VCF
+    (INFO AF/AC Number=A, AN), optional GFF3 (recorded in the manifest with its sha256) and
+    the build name (default: from ClinVar's ##reference line).
+    Out: the manifest dict, also written to ``out_dir/manifest.json``. The folder is built
+    under a temporary name and renamed when complete, replacing an older one.
+    Raises CohortflowError for unreadable inputs, a KB whose contigs miss the reference
+    entirely, contig lengths that disagree with the reference, or a build mismatch.
+    """
+    clinvar_vcf = Path(clinvar_vcf)
+    out_dir = Path(out_dir)
+    fasta: pysam.FastaFile | None = None
+    ref_lengths: dict[str, int] | None = None
+    if reference is not None:
+        reference = Path(reference)
+        ref_lengths = fasta_contig_lengths(reference)
+        fasta = pysam.FastaFile(str(reference))
+    try:
+        header, clinvar, counts, mapping = _process(
+            clinvar_vcf, "clinvar", reference, fasta, ref_lengths
+        )
+        release = parse_release(header.meta.get("fileDate"))
+        file_build = canonical_build(header.meta.get("reference"))
+        wanted = canonical_build(build)
+        if wanted and file_build and file_build.startswith("GRCh") and wanted != file_build:
+            raise CohortflowError(
+                f"{clinvar_vcf}: ClinVar file is for {file_build} but the build is {wanted}; "
+                "download the ClinVar VCF for the reference build in use"
+            )
+        pop_table = pop_counts = pop_mapping = None
+        if population is not None:
+            population = Path(population)
+            _, pop_table, pop_counts, pop_mapping = _process(
+                population, "population", reference, fasta, ref_lengths
+            )
+    finally:
+        if fasta is not None:
+            fasta.close()
+    manifest: dict[str, Any] = {
+        "cohortflow_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "build": wanted or file_build,
+        "clinvar_release": release,
+        "normalized_against_reference": reference is not None,
+        "reference": None
+        if reference is None or ref_lengths is None
+        else {"path": str(reference), "contigs": ref_lengths},
+        "contig_mapping": mapping,
+        "collision_rule": COLLISION_RULE,
+        "clinvar": {**_source_entry(clinvar_vcf), "release": release, **counts},
+        "population": None
+        if population is None or pop_counts is None
+        else {**_source_entry(population), **pop_counts, "contig_mapping": pop_mapping},
+        "gff3": None if gff3 is None else _source_entry(Path(gff3)),
+    }
+    with atomic_output(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        _write_parquet(clinvar, tmp / CLINVAR_FILE, manifest["build"], release)
+        if pop_table is not None:
+            _write_parquet(pop_table, tmp / POPULATION_FILE, manifest["build"], release)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    log.info(
+        "knowledge base %s: %d ClinVar alleles (release %s)%s",
+        out_dir,
+        clinvar.num_rows,
+        release,
+        f", {pop_table.num_rows} population alleles" if pop_table is not None else "",
+    )
+    return manifest
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass
+class KnowledgeBase:
+    """A built knowledge base: its manifest and tables (population None when not built)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    clinvar: pa.Table
+    population: pa.Table | None
+
+
+def load_kb(kb_dir: Path) -> KnowledgeBase:
+    """Read a folder written by :func:`build_kb`. Raises CohortflowError when incomplete."""
+    kb_dir = Path(kb_dir)
+    manifest_path = kb_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise CohortflowError(
+            f"{kb_dir}: no {MANIFEST_FILE}; not a knowledge base folder, run "
+            "`cohortflow kb build` first"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise CohortflowError(f"{manifest_path}: not valid JSON ({exc}); rebuild the KB") from None
+    try:
+        clinvar = pq.read_table(kb_dir / CLINVAR_FILE)
+        population = pq.read_table(kb_dir / POPULATION_FILE) if manifest.get("population") else None
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CohortflowError(f"{kb_dir}: cannot read KB table ({exc}); rebuild the KB") from None
+    return KnowledgeBase(kb_dir, manifest, clinvar, population)
