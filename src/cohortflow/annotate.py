@@ -38,6 +38,7 @@ from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_c
 from cohortflow.errors import CohortflowError
 from cohortflow.kb import KnowledgeBase, load_kb, percent_decode, variant_class
 from cohortflow.normalize import normalize_allele
+from cohortflow.tools import bcftools
 
 log = logging.getLogger(__name__)
 
@@ -303,21 +304,6 @@ def _match(
 # --------------------------------------------------------------------------- the sample side
 
 
-def _bcftools(args: list[str | Path], what: str) -> None:
-    """Run ``bcftools args[0] args[1:]`` in-process for a command that writes its ``-o`` file.
-
-    cohortflow.tools.bcftools captures stdout, which makes pysam send ``-o`` output into the
-    capture instead of the file; here stdout is left alone. Failure -> CohortflowError.
-    """
-    argv = [str(a) for a in args]
-    log.info("bcftools %s", " ".join(argv))
-    try:
-        getattr(pysam.bcftools, argv[0])(*argv[1:], catch_stdout=False)
-    except pysam.utils.SamtoolsError as exc:
-        detail = str(exc).split("stderr=", 1)[-1].replace("\\n", " ").strip().strip("'\"")
-        raise CohortflowError(f"{what}: bcftools {argv[0]} failed: {detail}") from None
-
-
 def _open_variants(path: Path) -> pysam.VariantFile:
     # htslib prints "[E::idx_find_and_load] Could not retrieve index file" for every unindexed
     # input; no index is needed for a linear read, so keep the log free of that false alarm.
@@ -363,7 +349,7 @@ def _prepare(
     if renames:
         chr_map = tmp / "rename_chrs.txt"
         chr_map.write_text("".join(f"{a}\t{b}\n" for a, b in renames.items()))
-        _bcftools(
+        bcftools(
             [
                 "annotate",
                 "--no-version",
@@ -380,7 +366,7 @@ def _prepare(
     with _open_variants(current) as vf:
         present = [k for k in (*vcfinfo.ANNOTATION_FIELDS, "BCSQ") if k in vf.header.info]
     if present:
-        _bcftools(
+        bcftools(
             [
                 "annotate",
                 "--no-version",
@@ -408,7 +394,7 @@ def _prepare(
     current = tmp / "split.bcf"
     if gff3 is not None:
         gff_use = _gff_on_reference(Path(gff3), ref_lengths, reference, tmp)
-        _bcftools(
+        bcftools(
             [
                 "csq",
                 "--no-version",
@@ -433,7 +419,7 @@ def _prepare(
 
 def _norm(in_path: Path, reference: Path, out: Path, what: str) -> None:
     """bcftools norm: split multiallelics, left-align, fail on a REF mismatch."""
-    _bcftools(
+    bcftools(
         [
             "norm",
             "--no-version",
@@ -707,7 +693,7 @@ def annotate_vcf(
         )
         with atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, _tmp_tbi):
             if needs_sort:
-                _bcftools(["sort", "-Oz", "-o", tmp_vcf, unsorted_vcf], f"sorting {out_vcf}")
+                bcftools(["sort", "-Oz", "-o", tmp_vcf, unsorted_vcf], f"sorting {out_vcf}")
             else:
                 unsorted_vcf.replace(tmp_vcf)
             pysam.tabix_index(str(tmp_vcf), preset="vcf", force=True)

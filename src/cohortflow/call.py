@@ -26,7 +26,8 @@ from pysam.version import __bcftools_version__ as _BCFTOOLS_VERSION
 
 from cohortflow.atomic import atomic_outputs
 from cohortflow.errors import CohortflowError
-from cohortflow.normalize import bcftools, index_vcf, norm_sort, ref_mismatches
+from cohortflow.normalize import index_vcf, norm_sort, ref_mismatches
+from cohortflow.tools import bcftools
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import pysam
@@ -24,6 +23,7 @@ import pysam.utils
 from cohortflow.atomic import atomic_outputs
 from cohortflow.contigs import map_contigs
 from cohortflow.errors import CohortflowError
+from cohortflow.tools import bcftools
 
 log = logging.getLogger(__name__)
 
@@ -210,22 +210,6 @@ def norm_sort(
 def index_vcf(vcf_gz: Path, tbi: Path, what: str) -> None:
     """Write the tabix index of a bgzip VCF to ``tbi`` (an explicit path, for atomic renames)."""
     bcftools(["index", "-t", "-f", "-o", str(tbi), str(vcf_gz)], what)
-
-
-def bcftools(args: Sequence[str | Path], what: str) -> None:
-    """Run ``bcftools args[0] args[1:]`` in-process for commands that write a file (``-o``).
-
-    cohortflow.tools.bcftools captures stdout, and pysam's patched bcftools then sends the
-    ``-o`` output into that capture (bytes, discarded there) instead of the file; here stdout
-    is not captured so ``-o`` is honoured. Failures raise CohortflowError starting with ``what``.
-    """
-    argv = [str(a) for a in args]
-    log.info("bcftools %s", " ".join(argv))
-    try:
-        getattr(pysam.bcftools, argv[0])(*argv[1:], catch_stdout=False)
-    except pysam.utils.SamtoolsError as exc:
-        detail = str(exc).split("stderr=", 1)[-1].replace("\\n", " ").strip().strip("'\"")
-        raise CohortflowError(f"{what}: bcftools {argv[0]} failed: {detail.strip()}") from None
 
 
 def _map_one(name: str, fasta: pysam.FastaFile, source: Path) -> str:

@@ -488,7 +488,7 @@ def test_own_normalization_and_resort_without_bcftools_norm(
     import cohortflow.annotate as annotate
 
     def copy_only(in_path: Path, reference: Path, out: Path, what: str) -> None:
-        annotate._bcftools(["view", "--no-version", "-Ou", "-o", out, in_path], what)
+        annotate.bcftools(["view", "--no-version", "-Ou", "-o", out, in_path], what)
 
     monkeypatch.setattr(annotate, "_norm", copy_only)
     d = inputs["dir"]
