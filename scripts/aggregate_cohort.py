@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from cohortflow.inputs import sample_inputs_from_plan
 from cohortflow.provenance import run_provenance
 from cohortflow.rulelog import rule_logging
-from cohortflow.inputs import sample_inputs_from_plan
 from cohortflow.store import aggregate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

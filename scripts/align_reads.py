@@ -9,7 +9,10 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_logging(sm.log[0]):
     align_sample(
         sample=sm.wildcards.sample,
-        units=[FastqUnit(**{**u, "fq1": Path(u["fq1"]), "fq2": Path(u["fq2"])}) for u in sm.params.units],
+        units=[
+            FastqUnit(**{**u, "fq1": Path(u["fq1"]), "fq2": Path(u["fq2"])})
+            for u in sm.params.units
+        ],
         reference=Path(sm.input.reference),
         out_bam=Path(sm.output.bam),
         threads=sm.threads,

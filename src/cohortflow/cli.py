@@ -107,8 +107,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = _run_snakemake(_snakemake_cmd(cohort.config, args.cores, outdir, None, []))
     wall = time.monotonic() - start
     if rc == 0:
-        print(f"demo finished: reports in {outdir / 'results' / 'reports'}, "
-              f"cohort store in {outdir / 'results' / 'cohort'}")
+        print(
+            f"demo finished: reports in {outdir / 'results' / 'reports'}, "
+            f"cohort store in {outdir / 'results' / 'cohort'}"
+        )
     print(f"demo wall time: {wall:.1f} s (simulation {t_sim:.1f} s)")
     return rc
 
@@ -239,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--depth", type=float, default=30.0)
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("simulate", help="simulate a cohort: reference, knowledge base, reads, truth")
+    s = sub.add_parser(
+        "simulate", help="simulate a cohort: reference, knowledge base, reads, truth"
+    )
     s.add_argument("--outdir", required=True)
     s.add_argument("--samples", type=int, default=4)
     s.add_argument("--seed", type=int, default=1)

@@ -170,7 +170,9 @@ def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     for lineno, cells in enumerate(reader, start=2):
         if len(cells) > len(header):
             raise SheetErrors(
-                [f"{path}: row {lineno}: {len(cells)} cells but the header has {len(header)} columns"]
+                [
+                    f"{path}: row {lineno}: {len(cells)} cells but the header has {len(header)} columns"
+                ]
             )
         rows.append({h: c.strip() for h, c in zip(header, cells, strict=False) if c.strip()})
     return header, rows
@@ -268,9 +270,7 @@ def load_units(
         given = [c for c in _INPUT_COLUMNS if c in row]
         kinds = {"fastq" if c in ("fq1", "fq2") else c for c in given}
         if not kinds:
-            problems.append(
-                f"{label}: no input (give fq1+fq2, bam, cram, gvcf or vcf)"
-            )
+            problems.append(f"{label}: no input (give fq1+fq2, bam, cram, gvcf or vcf)")
             continue
         if len(kinds) > 1:
             problems.append(
@@ -312,9 +312,7 @@ def load_units(
     return units, problems
 
 
-def load_run_config(
-    config: Mapping[str, Any], base_dir: Path, source: str = "config"
-) -> RunConfig:
+def load_run_config(config: Mapping[str, Any], base_dir: Path, source: str = "config") -> RunConfig:
     """Validate the config and both sheets; raise SheetErrors listing every problem.
 
     ``base_dir`` is the run's working directory; relative paths resolve from it.

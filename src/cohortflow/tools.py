@@ -15,9 +15,7 @@ from cohortflow.errors import CohortflowError
 log = logging.getLogger(__name__)
 
 
-def _run(
-    fn: Callable[..., str], tool: str, args: Sequence[str | Path], what: str
-) -> str:
+def _run(fn: Callable[..., str], tool: str, args: Sequence[str | Path], what: str) -> str:
     argv = [str(a) for a in args]
     log.info("%s %s", tool, " ".join(argv))
     # With stdout captured, pysam sends the output of -o/--output into the capture too, so a

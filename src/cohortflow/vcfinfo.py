@@ -7,7 +7,9 @@ split, so one ALT per record), these INFO fields. The store reads them back by t
 from __future__ import annotations
 
 # ClinVar, from the knowledge base (kb build); absent when the allele is not in ClinVar.
-CLNSIG = "CLNSIG"  # String: significance as ClinVar writes it, e.g. "Pathogenic", "Likely_pathogenic"
+CLNSIG = (
+    "CLNSIG"  # String: significance as ClinVar writes it, e.g. "Pathogenic", "Likely_pathogenic"
+)
 CLNREVSTAT = "CLNREVSTAT"  # String: review status as ClinVar writes it
 CLN_STARS = "CLN_STARS"  # Integer 0-4: review stars derived from CLNREVSTAT
 CLNDN = "CLNDN"  # String: condition name(s)

@@ -30,16 +30,25 @@ def _ncbi_style_clinvar(src: Path, dest: Path) -> int:
     header.add_line("##fileDate=2016-09-10")
     header.add_line("##source=ClinVar")
     header.add_line('##ID=<Description="ClinVar Variation ID">')
-    for key, desc in (("CLNSIG", "significance"), ("CLNREVSTAT", "review status"),
-                      ("CLNDN", "condition"), ("GENEINFO", "gene")):
+    for key, desc in (
+        ("CLNSIG", "significance"),
+        ("CLNREVSTAT", "review status"),
+        ("CLNDN", "condition"),
+        ("GENEINFO", "gene"),
+    ):
         header.add_line(f'##INFO=<ID={key},Number=.,Type=String,Description="{desc}">')
     header.add_line("##contig=<ID=20,length=63025520>")
     n = 0
-    with pysam.VariantFile(str(src)) as vin, pysam.VariantFile(str(dest), "w", header=header) as out:
+    with (
+        pysam.VariantFile(str(src)) as vin,
+        pysam.VariantFile(str(dest), "w", header=header) as out,
+    ):
         for rec in vin:
             sig = str(rec.info.get("CLINICAL_SIGNIFICANCE", "not_provided")).replace(" ", "_")
             new = out.new_record(
-                contig="20", start=rec.start, alleles=rec.alleles,
+                contig="20",
+                start=rec.start,
+                alleles=rec.alleles,
                 id=str(rec.info.get("MEASURESET_ID", n + 1)),
             )
             new.info["CLNSIG"] = sig.split(",")[0].split("|")[0]
@@ -56,7 +65,8 @@ def real_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     base = shared_data / "deepvariant_chr20_b37"
     run = tmp_path_factory.mktemp("na12878")
     n = _ncbi_style_clinvar(
-        shared_data / "clinvar/macarthur_b37/clinvar_macarthur_20160910.b37.chr20_9995001-11095000.vcf.gz",
+        shared_data
+        / "clinvar/macarthur_b37/clinvar_macarthur_20160910.b37.chr20_9995001-11095000.vcf.gz",
         run / "clinvar.vcf",
     )
     assert n == 129
@@ -79,9 +89,20 @@ def real_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         "cohort: {store: results/cohort, batch: real}\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "cohortflow.cli", "run", "--configfile", "config.yaml",
-         "--cores", "2"],
-        cwd=run, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "cohortflow.cli",
+            "run",
+            "--configfile",
+            "config.yaml",
+            "--cores",
+            "2",
+        ],
+        cwd=run,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-5000:]
     return run
@@ -117,7 +138,7 @@ def test_na12878_calls_against_giab_truth(real_run: Path, shared_data: Path) -> 
         reference=shared_data / "deepvariant_chr20_b37/ref/ucsc.hg19.chr20.unittest.fasta.gz",
         bed=truth / "test_nist.b37_chr20_100kbp_at_10mb.bed",
     )
-    snv = result.allele["snv"]
+    snv = result.snv.allele
     # bwa mem + bcftools call finds 45 of the 49 truth variants in this BED (SOURCES.md)
     assert snv.tp >= 40, snv
     assert snv.recall >= 0.9, snv
@@ -136,10 +157,14 @@ def test_store_holds_both_samples_genotypes(real_run: Path) -> None:
                 for r in vf
                 if any(a not in (None, 0) for a in r.samples[0]["GT"])
             }
-        stored = query(
-            store,
-            f"SELECT variant_id FROM genotypes WHERE sample = '{sample}' AND alt_count >= 1",
-        ).column("variant_id").to_pylist()
+        stored = (
+            query(
+                store,
+                f"SELECT variant_id FROM genotypes WHERE sample = '{sample}' AND alt_count >= 1",
+            )
+            .column("variant_id")
+            .to_pylist()
+        )
         assert set(stored) == called
         assert len(called) > 100
     an = query(store, "SELECT max(an) AS m, min(an) AS n FROM variants")

@@ -25,9 +25,20 @@ def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> SimulatedCohort:
     outdir = tmp_path_factory.mktemp("simcohort")
     cohort = simulate_cohort(outdir, n_samples=2, seed=7, depth=30.0, genome_length=500_000)
     out = subprocess.run(
-        [sys.executable, "-m", "cohortflow.cli", "run", "--configfile", "config.yaml",
-         "--cores", "2"],
-        cwd=outdir, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "cohortflow.cli",
+            "run",
+            "--configfile",
+            "config.yaml",
+            "--cores",
+            "2",
+        ],
+        cwd=outdir,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-5000:]
     return cohort
@@ -45,7 +56,7 @@ def test_snv_recall_and_precision_against_truth(cohort_run: SimulatedCohort) -> 
             query_vcf=cohort_run.outdir / "results" / "calls" / f"{sample}.vcf.gz",
             reference=cohort_run.reference,
         )
-        snv = result.allele["snv"]
+        snv = result.snv.allele
         assert snv.tp > 200, (sample, snv)
         assert snv.recall >= 0.95, (sample, snv)
         assert snv.precision >= 0.95, (sample, snv)
@@ -93,8 +104,9 @@ def test_an_is_twice_the_samples_covered_at_each_site(cohort_run: SimulatedCohor
     rows = query(store, "SELECT contig, pos, an, ac, af FROM variants ORDER BY contig, pos")
     assert rows.num_rows > 100
     gvcfs = [cohort_run.outdir / "results" / "calls" / f"{s}.g.vcf.gz" for s in cohort_run.samples]
-    for contig, pos, an, ac, af in zip(*(rows.column(c).to_pylist() for c in rows.column_names),
-                                       strict=True):
+    for contig, pos, an, ac, af in zip(
+        *(rows.column(c).to_pylist() for c in rows.column_names), strict=True
+    ):
         n_cov = sum(_covered(g, contig, pos) for g in gvcfs)
         assert an == 2 * n_cov, (contig, pos, an, n_cov)
         assert 0 < ac <= an
@@ -105,9 +117,17 @@ def test_query_cli_answers_over_the_four_tables(cohort_run: SimulatedCohort) -> 
     store = cohort_run.outdir / "results" / "cohort"
     for table in ("samples", "sample_qc", "variants", "genotypes"):
         out = subprocess.run(
-            [sys.executable, "-m", "cohortflow.cli", "query", str(store),
-             f"SELECT count(*) AS n FROM {table}"],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "cohortflow.cli",
+                "query",
+                str(store),
+                f"SELECT count(*) AS n FROM {table}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert out.returncode == 0, out.stderr
         n = int(out.stdout.split()[-1])

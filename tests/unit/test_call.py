@@ -264,7 +264,7 @@ def test_variants_from_gatk_gvcf_keeps_real_alleles_only(tmp_path: Path) -> None
     pysam.faidx(str(ref))
     gvcf = tmp_path / "s.g.vcf"
     gvcf.write_text(
-        "##fileformat=VCFv4.2\n##contig=<ID=c1,length=%d>\n"
+        f"##fileformat=VCFv4.2\n##contig=<ID=c1,length={len(seq)}>\n"
         '##INFO=<ID=END,Number=1,Type=Integer,Description="end">\n'
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="gt">\n'
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n"
@@ -272,7 +272,7 @@ def test_variants_from_gatk_gvcf_keeps_real_alleles_only(tmp_path: Path) -> None
         "c1\t5\t.\tA\tG,<NON_REF>\t50\t.\t.\tGT\t0/1\n"
         "c1\t6\t.\tC\t<NON_REF>\t.\t.\tEND=8\tGT\t0/0\n"
         "c1\t13\t.\tTT\tT,<NON_REF>\t40\t.\t.\tGT\t0/1\n"
-        "c1\t20\t.\tC\tA,T,<NON_REF>\t60\t.\t.\tGT\t1/2\n" % len(seq)
+        "c1\t20\t.\tC\tA,T,<NON_REF>\t60\t.\t.\tGT\t1/2\n"
     )
     out = tmp_path / "out.vcf.gz"
     n = variants_from_gvcf(gvcf, ref, "S1", out)

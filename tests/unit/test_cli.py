@@ -12,7 +12,10 @@ from cohortflow import __version__
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cohortflow.cli", *args],
-        capture_output=True, text=True, cwd=cwd, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -25,7 +28,10 @@ def test_version() -> None:
 def test_validate_missing_config_is_one_clear_line(tmp_path: Path) -> None:
     out = _cli("validate", "--configfile", "nope.yaml", cwd=tmp_path)
     assert out.returncode == 2
-    assert out.stderr.strip() == "cohortflow: error: nope.yaml: config file not found (give one with --configfile)"
+    assert (
+        out.stderr.strip()
+        == "cohortflow: error: nope.yaml: config file not found (give one with --configfile)"
+    )
     assert "Traceback" not in out.stderr
 
 

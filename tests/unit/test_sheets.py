@@ -19,7 +19,14 @@ def _write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
-    for name in ("ref.fa", "clinvar.vcf.gz", "a_R1.fq.gz", "a_R2.fq.gz", "b_R1.fq.gz", "b_R2.fq.gz"):
+    for name in (
+        "ref.fa",
+        "clinvar.vcf.gz",
+        "a_R1.fq.gz",
+        "a_R2.fq.gz",
+        "b_R1.fq.gz",
+        "b_R2.fq.gz",
+    ):
         _write(tmp_path / name, "x")
     _write(tmp_path / "samples.tsv", "sample\tsex\tbatch\nA\tfemale\tb1\nB\tmale\tb1\n")
     _write(
@@ -91,7 +98,9 @@ def test_bad_sex_lists_allowed_values(run_dir: Path) -> None:
 
 
 def test_unit_without_input(run_dir: Path) -> None:
-    _write(run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\nA\tl1\t\t\nB\tl1\tb_R1.fq.gz\tb_R2.fq.gz\n")
+    _write(
+        run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\nA\tl1\t\t\nB\tl1\tb_R1.fq.gz\tb_R2.fq.gz\n"
+    )
     problems = _problems(run_dir)
     assert any("row 2 (sample 'A')" in p and "no input" in p for p in problems), problems
 
@@ -124,23 +133,31 @@ def test_missing_files_named_with_row_and_column(run_dir: Path) -> None:
 
 
 def test_unit_of_unknown_sample_and_sample_without_unit(run_dir: Path) -> None:
-    _write(run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\n"
-           "C\tl1\tb_R1.fq.gz\tb_R2.fq.gz\n")
+    _write(
+        run_dir / "units.tsv",
+        "sample\tunit\tfq1\tfq2\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\nC\tl1\tb_R1.fq.gz\tb_R2.fq.gz\n",
+    )
     problems = _problems(run_dir)
     assert any("'C' is not in the sample sheet" in p for p in problems), problems
     assert any("sample 'B' of the sample sheet has no unit" in p for p in problems), problems
 
 
 def test_duplicate_unit_within_sample(run_dir: Path) -> None:
-    _write(run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\n"
-           "A\tl1\tb_R1.fq.gz\tb_R2.fq.gz\nB\tl1\tb_R1.fq.gz\tb_R2.fq.gz\n")
+    _write(
+        run_dir / "units.tsv",
+        "sample\tunit\tfq1\tfq2\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\n"
+        "A\tl1\tb_R1.fq.gz\tb_R2.fq.gz\nB\tl1\tb_R1.fq.gz\tb_R2.fq.gz\n",
+    )
     problems = _problems(run_dir)
     assert any("rows 2 and 3" in p and "unit 'l1'" in p for p in problems), problems
 
 
 def test_unknown_unit_column_is_refused(run_dir: Path) -> None:
-    _write(run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\tfastq3\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\tz\n"
-           "B\tl1\tb_R1.fq.gz\tb_R2.fq.gz\t\n")
+    _write(
+        run_dir / "units.tsv",
+        "sample\tunit\tfq1\tfq2\tfastq3\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\tz\n"
+        "B\tl1\tb_R1.fq.gz\tb_R2.fq.gz\t\n",
+    )
     problems = _problems(run_dir)
     assert any("unknown column 'fastq3'" in p for p in problems), problems
 
@@ -151,7 +168,10 @@ def test_config_typo_and_bad_enum_fail_loudly() -> None:
         validate_config(cfg, "my.yaml")
     text = str(exc.value)
     assert "my.yaml: key 'align': unknown key 'align.markdupp'" in text
-    assert "key 'align.aligner': 'bwa2' is not allowed (allowed: embedded, bwa, bwa-mem2, minimap2)" in text
+    assert (
+        "key 'align.aligner': 'bwa2' is not allowed (allowed: embedded, bwa, bwa-mem2, minimap2)"
+        in text
+    )
 
 
 def test_config_missing_required_section() -> None:
@@ -169,8 +189,11 @@ def test_choice_not_available_in_this_version_is_refused_before_any_job(run_dir:
 
 def test_mixed_input_kinds_for_one_sample_refused(run_dir: Path) -> None:
     _write(run_dir / "x.bam", "x")
-    _write(run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\tbam\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\t\n"
-           "A\tl2\t\t\tx.bam\nB\tl1\tb_R1.fq.gz\tb_R2.fq.gz\t\n")
+    _write(
+        run_dir / "units.tsv",
+        "sample\tunit\tfq1\tfq2\tbam\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\t\n"
+        "A\tl2\t\t\tx.bam\nB\tl1\tb_R1.fq.gz\tb_R2.fq.gz\t\n",
+    )
     run = load_run_config(_config(), base_dir=run_dir)
     with pytest.raises(CohortflowError, match="mixes input kinds"):
         RunPlan.from_run(run)
@@ -178,8 +201,10 @@ def test_mixed_input_kinds_for_one_sample_refused(run_dir: Path) -> None:
 
 def test_entry_points_choose_the_right_files(run_dir: Path) -> None:
     _write(run_dir / "b.g.vcf.gz", "x")
-    _write(run_dir / "units.tsv", "sample\tunit\tfq1\tfq2\tgvcf\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\t\n"
-           "B\tl1\t\t\tb.g.vcf.gz\n")
+    _write(
+        run_dir / "units.tsv",
+        "sample\tunit\tfq1\tfq2\tgvcf\nA\tl1\ta_R1.fq.gz\ta_R2.fq.gz\t\nB\tl1\t\t\tb.g.vcf.gz\n",
+    )
     plan = RunPlan.from_run(load_run_config(_config(), base_dir=run_dir))
     assert plan["B"].gvcf() == str(run_dir / "b.g.vcf.gz")
     assert plan["B"].variant_vcf() == "results/calls/B.vcf.gz"

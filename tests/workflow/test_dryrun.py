@@ -7,15 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _project(tmp: Path, units: str) -> Path:
-    for name in ("ref.fa", "clinvar.vcf.gz", "pop.vcf.gz", "genes.gff3", "a_R1.fq.gz",
-                 "a_R2.fq.gz", "a2_R1.fq.gz", "a2_R2.fq.gz", "b.bam", "b.bam.bai", "c.g.vcf.gz",
-                 "d.vcf.gz"):
+    for name in (
+        "ref.fa",
+        "clinvar.vcf.gz",
+        "pop.vcf.gz",
+        "genes.gff3",
+        "a_R1.fq.gz",
+        "a_R2.fq.gz",
+        "a2_R1.fq.gz",
+        "a2_R2.fq.gz",
+        "b.bam",
+        "b.bam.bai",
+        "c.g.vcf.gz",
+        "d.vcf.gz",
+    ):
         (tmp / name).write_text("x")
     (tmp / "samples.tsv").write_text(
         "sample\tsex\tbatch\nA\tfemale\tb1\nB\tmale\tb1\nC\tunknown\tb1\nD\tfemale\tb1\n"
@@ -32,10 +41,25 @@ def _project(tmp: Path, units: str) -> Path:
 
 def _dry_run(project: Path) -> dict[str, int]:
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "-d",
-         str(project), "--configfile", str(project / "config.yaml"), "--cores", "2", "--quiet",
-         "rules"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(project),
+            "--configfile",
+            str(project / "config.yaml"),
+            "--cores",
+            "2",
+            "--quiet",
+            "rules",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr + out.stdout
     counts = {}
@@ -88,9 +112,23 @@ def test_bad_sheet_stops_before_any_job(tmp_path: Path) -> None:
     project = _project(tmp_path, ALL_KINDS)
     (project / "samples.tsv").write_text("sample\nA\n$(id)\n")
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "-d",
-         str(project), "--configfile", str(project / "config.yaml"), "--cores", "1"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(project),
+            "--configfile",
+            str(project / "config.yaml"),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode != 0
     assert "'$(id)' is not allowed" in out.stderr + out.stdout
@@ -99,9 +137,21 @@ def test_bad_sheet_stops_before_any_job(tmp_path: Path) -> None:
 def test_lint_is_clean(tmp_path: Path) -> None:
     project = _project(tmp_path, ALL_KINDS)
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile"), "-d",
-         str(project), "--configfile", str(project / "config.yaml")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--lint",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(project),
+            "--configfile",
+            str(project / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
