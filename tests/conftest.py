@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,30 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+def run_cohortflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``cohortflow`` command line in a subprocess (as a user would) and capture it."""
+    return subprocess.run(
+        [sys.executable, "-m", "cohortflow.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def cohortflow_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cohortflow
+
+
+@pytest.fixture(scope="session")
+def run_pipeline() -> Callable[[Path], None]:
+    """Run ``cohortflow run --configfile config.yaml --cores 2`` in a folder; fail on non-zero."""
+
+    def run(folder: Path) -> None:
+        out = run_cohortflow("run", "--configfile", "config.yaml", "--cores", "2", cwd=folder)
+        assert out.returncode == 0, out.stderr[-5000:]
+
+    return run

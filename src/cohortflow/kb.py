@@ -45,13 +45,18 @@ CLINVAR_FILE = "clinvar.parquet"
 POPULATION_FILE = "population.parquet"
 MANIFEST_FILE = "manifest.json"
 
+# The normalized allele every knowledge-base table is keyed by.
+ALLELE_KEY_FIELDS = [
+    ("variant_id", pa.string()),
+    ("contig", pa.string()),
+    ("pos", pa.int64()),  # 1-based
+    ("ref", pa.string()),
+    ("alt", pa.string()),
+]
+
 CLINVAR_SCHEMA = pa.schema(
     [
-        ("variant_id", pa.string()),
-        ("contig", pa.string()),
-        ("pos", pa.int64()),  # 1-based
-        ("ref", pa.string()),
-        ("alt", pa.string()),
+        *ALLELE_KEY_FIELDS,
         ("clnsig", pa.string()),
         ("clnrevstat", pa.string()),
         ("stars", pa.int8()),
@@ -66,11 +71,7 @@ CLINVAR_SCHEMA = pa.schema(
 
 POPULATION_SCHEMA = pa.schema(
     [
-        ("variant_id", pa.string()),
-        ("contig", pa.string()),
-        ("pos", pa.int64()),  # 1-based
-        ("ref", pa.string()),
-        ("alt", pa.string()),
+        *ALLELE_KEY_FIELDS,
         ("af", pa.float64()),
         ("ac", pa.int64()),
         ("an", pa.int64()),

@@ -7,8 +7,7 @@ NCBI's INFO names, on b37 contig names ('20') against the hg19 reference ('chr20
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pysam
@@ -61,7 +60,11 @@ def _ncbi_style_clinvar(src: Path, dest: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def real_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_run(
+    run_pipeline: Callable[[Path], None],
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     base = shared_data / "deepvariant_chr20_b37"
     run = tmp_path_factory.mktemp("na12878")
     n = _ncbi_style_clinvar(
@@ -88,23 +91,7 @@ def real_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         "knowledge_base: {clinvar: clinvar.vcf}\n"
         "cohort: {store: results/cohort, batch: real}\n"
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cohortflow.cli",
-            "run",
-            "--configfile",
-            "config.yaml",
-            "--cores",
-            "2",
-        ],
-        cwd=run,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-5000:]
+    run_pipeline(run)
     return run
 
 

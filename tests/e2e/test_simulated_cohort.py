@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pysam
@@ -21,26 +21,12 @@ PATHOGENIC = {"Pathogenic", "Likely_pathogenic", "Pathogenic/Likely_pathogenic"}
 
 
 @pytest.fixture(scope="module")
-def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> SimulatedCohort:
+def cohort_run(
+    run_pipeline: Callable[[Path], None], tmp_path_factory: pytest.TempPathFactory
+) -> SimulatedCohort:
     outdir = tmp_path_factory.mktemp("simcohort")
     cohort = simulate_cohort(outdir, n_samples=2, seed=7, depth=30.0, genome_length=500_000)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cohortflow.cli",
-            "run",
-            "--configfile",
-            "config.yaml",
-            "--cores",
-            "2",
-        ],
-        cwd=outdir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-5000:]
+    run_pipeline(outdir)
     return cohort
 
 
@@ -113,22 +99,12 @@ def test_an_is_twice_the_samples_covered_at_each_site(cohort_run: SimulatedCohor
         assert af == pytest.approx(ac / an)
 
 
-def test_query_cli_answers_over_the_four_tables(cohort_run: SimulatedCohort) -> None:
+def test_query_cli_answers_over_the_four_tables(
+    cohort_run: SimulatedCohort, cohortflow_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     store = cohort_run.outdir / "results" / "cohort"
     for table in ("samples", "sample_qc", "variants", "genotypes"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cohortflow.cli",
-                "query",
-                str(store),
-                f"SELECT count(*) AS n FROM {table}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        out = cohortflow_cli("query", str(store), f"SELECT count(*) AS n FROM {table}")
         assert out.returncode == 0, out.stderr
         n = int(out.stdout.split()[-1])
         assert n > 0, table

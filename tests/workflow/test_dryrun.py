@@ -39,28 +39,19 @@ def _project(tmp: Path, units: str) -> Path:
     return tmp
 
 
-def _dry_run(project: Path) -> dict[str, int]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(project),
-            "--configfile",
-            str(project / "config.yaml"),
-            "--cores",
-            "2",
-            "--quiet",
-            "rules",
-        ],
+def _snakemake(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Snakemake on the repository's Snakefile over ``project`` and its config.yaml."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(project)]
+        + ["--configfile", str(project / "config.yaml"), *args],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def _dry_run(project: Path) -> dict[str, int]:
+    out = _snakemake(project, "-n", "--cores", "2", "--quiet", "rules")
     assert out.returncode == 0, out.stderr + out.stdout
     counts = {}
     for line in (out.stdout + out.stderr).splitlines():
@@ -111,48 +102,14 @@ def test_dry_run_fastq_only(tmp_path: Path) -> None:
 def test_bad_sheet_stops_before_any_job(tmp_path: Path) -> None:
     project = _project(tmp_path, ALL_KINDS)
     (project / "samples.tsv").write_text("sample\nA\n$(id)\n")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(project),
-            "--configfile",
-            str(project / "config.yaml"),
-            "--cores",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = _snakemake(project, "-n", "--cores", "1")
     assert out.returncode != 0
     assert "'$(id)' is not allowed" in out.stderr + out.stdout
 
 
 def test_lint_is_clean(tmp_path: Path) -> None:
     project = _project(tmp_path, ALL_KINDS)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--lint",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(project),
-            "--configfile",
-            str(project / "config.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = _snakemake(project, "--lint")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert "Lints for" not in text, text
