@@ -128,6 +128,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         reference=_existing(args.reference) if args.reference else None,
         depth=args.depth,
         genome_length=args.genome_length,
+        build=args.build,
     )
     print(f"simulated {len(cohort.samples)} samples into {cohort.outdir}")
     print(f"run it with: cd {cohort.outdir} && cohortflow run --configfile config.yaml")
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", help="simulate on this FASTA instead of a synthetic genome")
     s.add_argument("--depth", type=float, default=30.0)
     s.add_argument("--genome-length", type=int, default=1_000_000)
+    s.add_argument("--build", default="synthetic", help="build name recorded in the config")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("validate", help="check the config, sheets and input files before a run")
