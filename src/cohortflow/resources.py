@@ -1,0 +1,58 @@
+"""Cluster resources per rule, computed from the size of a job's inputs.
+
+Each rule asks for memory (MB) and wall time (minutes) that grow with what it reads, so a 30x
+genome and a 100 kb test slice each get a sensible request; a retry (``attempt`` > 1, with
+Snakemake ``--retries``) asks for more. The numbers are rules of thumb measured on our runs
+(benchmarks/{rule}/*.tsv hold the real figures of every job), rounded up generously.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scale:
+    """mem_mb = base_mb + mb_per_input_mb * input; minutes = base_min + min_per_gb * input GB."""
+
+    base_mb: int
+    mb_per_input_mb: float
+    base_min: int
+    min_per_gb: float
+    cpus: int = 1
+
+
+# Inputs of align_reads include the reference: minimap2's short-read index takes about
+# 3-4 bytes per reference base (about 8 GB for GRCh38) plus read batches.
+SCALES: dict[str, Scale] = {
+    "align_reads": Scale(base_mb=2000, mb_per_input_mb=3.0, base_min=30, min_per_gb=40.0, cpus=8),
+    "qc_alignment": Scale(base_mb=1500, mb_per_input_mb=0.1, base_min=15, min_per_gb=6.0),
+    "call_variants": Scale(base_mb=1500, mb_per_input_mb=0.1, base_min=30, min_per_gb=30.0),
+    "extract_gvcf_variants": Scale(base_mb=1000, mb_per_input_mb=0.05, base_min=10, min_per_gb=5.0),
+    "build_kb": Scale(base_mb=2000, mb_per_input_mb=2.0, base_min=15, min_per_gb=10.0),
+    "annotate_variants": Scale(base_mb=1500, mb_per_input_mb=0.5, base_min=10, min_per_gb=10.0),
+    "aggregate_cohort": Scale(base_mb=4000, mb_per_input_mb=0.0, base_min=30, min_per_gb=4.0),
+    "report_sample": Scale(base_mb=1000, mb_per_input_mb=0.0, base_min=5, min_per_gb=0.0),
+    "report_cohort": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=10, min_per_gb=0.0),
+}
+DEFAULT = Scale(base_mb=2000, mb_per_input_mb=0.5, base_min=30, min_per_gb=10.0)
+
+
+def mem_mb(rule: str, input_mb: float, attempt: int = 1) -> int:
+    """Memory request in MB for one job of ``rule`` reading ``input_mb`` MB; doubles per retry."""
+    s = SCALES.get(rule, DEFAULT)
+    need = s.base_mb + s.mb_per_input_mb * max(input_mb, 0.0)
+    return int(math.ceil(need * 2 ** (max(attempt, 1) - 1) / 100.0) * 100)
+
+
+def runtime_min(rule: str, input_mb: float, attempt: int = 1) -> int:
+    """Wall-time request in minutes; grows by half per retry."""
+    s = SCALES.get(rule, DEFAULT)
+    need = s.base_min + s.min_per_gb * max(input_mb, 0.0) / 1024.0
+    return int(math.ceil(need * (1 + 0.5 * (max(attempt, 1) - 1))))
+
+
+def cpus(rule: str) -> int:
+    """Cores a job of ``rule`` can use (its ``threads:``; Snakemake caps it at --cores)."""
+    return SCALES.get(rule, DEFAULT).cpus
