@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast test-hpc lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# A real one-node SLURM cluster (Debian slurm-wlm, munge, slurmdbd, MariaDB; needs root):
+# the simulated cohort through --profile profiles/slurm, checked in sacct and against a local run.
+test-hpc: $(STAMP)
+	bash tests/hpc/run_slurm_test.sh
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" tests
