@@ -16,16 +16,24 @@ TABLES = ("samples", "sample_qc", "variants", "genotypes")
 EXPECTED_RULES = {"align_reads", "qc_alignment", "call_variants", "build_kb", "aggregate_cohort"}
 
 
-def sacct_jobs(since_epoch: int) -> list[tuple[str, str]]:
-    """(job name, state) of every job allocation since ``since_epoch``, from sacct."""
+def sacct_jobs(since_epoch: int) -> list[tuple[str, str, str]]:
+    """(job name, state, comment) of every job allocation since ``since_epoch``, from sacct.
+
+    snakemake-executor-plugin-slurm names jobs by the run and puts the rule in the comment.
+    """
     start = datetime.fromtimestamp(since_epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     out = subprocess.run(
-        ["sacct", "-a", "-X", "-n", "-P", "-S", start, "--format=JobName%200,State,Comment%200"],
+        ["sacct", "-a", "-X", "-n", "-P", "-S", start, "--format=JobName%200,State,Comment%300"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return [tuple(line.split("|")[:2]) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+    jobs = []
+    for line in out.splitlines():
+        if line.strip():
+            name, state, comment = (line.split("|") + ["", ""])[:3]
+            jobs.append((name, state, comment))
+    return jobs
 
 
 def table_rows(store: Path, table: str) -> list[tuple]:
@@ -44,31 +52,32 @@ def main() -> int:
     args = ap.parse_args()
 
     jobs = sacct_jobs(args.sacct_since)
-    states = Counter(state for _, state in jobs)
+    states = Counter(state for _, state, _ in jobs)
     print(f"sacct: {len(jobs)} jobs, states {dict(states)}")
     if not jobs or set(states) != {"COMPLETED"}:
         print("FAIL: every SLURM job must be COMPLETED in sacct", file=sys.stderr)
         return 1
-    names = " ".join(name for name, _ in jobs)
-    missing = sorted(r for r in EXPECTED_RULES if r not in names)
-    # the plugin names jobs by the workflow's run id; rule names travel in --comment
+    per_rule = Counter(rule for _, _, comment in jobs for rule in EXPECTED_RULES if rule in comment)
+    missing = sorted(EXPECTED_RULES - set(per_rule))
     if missing:
-        out = subprocess.run(
-            ["sacct", "-a", "-X", "-n", "-P", "-S", "now-1days", "--format=Comment%300"],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        missing = [r for r in missing if r not in out]
-    if missing:
-        print(f"FAIL: no SLURM job for rules {missing}", file=sys.stderr)
+        print(f"FAIL: no SLURM job for rules {missing}; sacct shows: {jobs}", file=sys.stderr)
         return 1
-    n_align = names.count("align_reads")
-    print(f"sacct: rules seen: {sorted(EXPECTED_RULES)}; align jobs: {n_align}")
+    print(f"sacct: jobs per rule: {dict(sorted(per_rule.items()))}")
+    if per_rule["align_reads"] != args.samples:
+        print(
+            f"FAIL: {per_rule['align_reads']} align jobs for {args.samples} samples",
+            file=sys.stderr,
+        )
+        return 1
 
     for table in TABLES:
         local, cluster = table_rows(args.local, table), table_rows(args.cluster, table)
         if local != cluster:
-            print(f"FAIL: table {table} differs ({len(local)} local rows, {len(cluster)} "
-                  "cluster rows)", file=sys.stderr)
+            print(
+                f"FAIL: table {table} differs ({len(local)} local rows, {len(cluster)} "
+                "cluster rows)",
+                file=sys.stderr,
+            )
             return 1
         print(f"store: {table}: {len(local)} rows, identical")
     n = query(args.cluster, "SELECT count(*) AS n FROM samples").column("n")[0].as_py()

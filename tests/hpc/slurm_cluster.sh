@@ -127,6 +127,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 JobCompType=jobcomp/none
+AccountingStoreFlags=job_comment
 StateSaveLocation=$state/spool
 SlurmdSpoolDir=$state/slurmd
 SlurmctldPidFile=$state/slurmctld.pid
