@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -25,8 +26,11 @@ import pysam
 from pysam.version import __bcftools_version__ as _BCFTOOLS_VERSION
 
 from cohortflow.atomic import atomic_outputs
+from cohortflow.callers import CallerSpec, GvcfJob, get_caller, shown
+from cohortflow.callers.gvcf import DepthCounter, prepare_header, repair_gvcf
 from cohortflow.errors import CohortflowError
 from cohortflow.normalize import index_vcf, norm_sort, ref_mismatches
+from cohortflow.scatter import Shard, boundaries, calling_shards, write_bed
 from cohortflow.tools import bcftools
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,13 @@ FILTER_LOW_GQ = "LowGQ"
 # single no-call records, which are dropped here (absent = no-call downstream).
 GVCF_MIN_DP = "1"
 MPILEUP_ANNOTATIONS = "FORMAT/AD,FORMAT/DP"
+# Indel model of bcftools >= 1.20 (consensus haplotypes): on the GIAB NA12878 chr20 slice it
+# fixes two hom indels in repeats that the default model calls het (indel genotype F1 in the
+# confident BED 0.75 -> 1.00; whole-slice indel recall 0.92 -> 0.97; SNVs unchanged).
+MPILEUP_INDEL_MODEL = "--indels-cns"
 CALL_ANNOTATIONS = "FORMAT/GQ"
 UNSEEN_ALLELE = "<*>"
+_OUR_FILTERS = (FILTER_LOW_QUAL, FILTER_LOW_DP, FILTER_LOW_GQ)
 
 # FILTER thresholds: (min QUAL phred, min FORMAT/DP reads, min FORMAT/GQ phred)
 Thresholds = tuple[float, int, int]
@@ -103,14 +112,20 @@ def check_alignment_input(bam: Path, reference: Path) -> None:
 def mpileup_args(
     bam: Path, reference: Path, out_bcf: Path, targets_bed: Path | None, rg_map: Path | None
 ) -> list[str]:
-    """Arguments of ``bcftools mpileup`` writing genotype likelihoods with AD/DP to a BCF."""
+    """Arguments of ``bcftools mpileup`` writing genotype likelihoods with AD/DP to a BCF.
+
+    In: the BAM, the FASTA, the (uncompressed) BCF to write, an optional BED (0-based) and an
+    optional read-group -> sample map. Out: the argument list (without ``bcftools``).
+    """
     args = ["mpileup", "--no-version", "-f", str(reference), "-a", MPILEUP_ANNOTATIONS]
+    args += [MPILEUP_INDEL_MODEL]
     args += ["--gvcf", GVCF_MIN_DP]
     if targets_bed is not None:
         args += ["-R", str(targets_bed)]
     if rg_map is not None:
         args += ["-G", str(rg_map)]
-    return [*args, "-Ob", "-o", str(out_bcf), str(bam)]
+    # uncompressed BCF: an intermediate read once by `call`, compressing it costs ~10% of the run
+    return [*args, "-Ou", "-o", str(out_bcf), str(bam)]
 
 
 def call_args(in_bcf: Path, out_bcf: Path) -> list[str]:
@@ -160,8 +175,8 @@ def site_filters(
 
 
 def is_reference_record(rec: pysam.VariantRecord) -> bool:
-    """True for a gVCF reference record: no ALT, or ``<*>`` as the only ALT."""
-    return not rec.alts or all(a == UNSEEN_ALLELE for a in rec.alts)
+    """True for a gVCF reference record: no ALT, or only ``<*>``/``<NON_REF>`` as ALT."""
+    return not rec.alts or all(a in (UNSEEN_ALLELE, "<NON_REF>") for a in rec.alts)
 
 
 def has_depth(rec: pysam.VariantRecord) -> bool:
@@ -184,22 +199,30 @@ def call_sample(
     min_dp: int = 5,
     min_gq: int = 20,
     targets_bed: Path | None = None,
+    caller: str = CALLER,
+    scatter_bp: int = 0,
 ) -> dict[str, int]:
-    """Call variants of one sample with bcftools mpileup + call; write its gVCF and VCF.
+    """Call variants of one sample; write its gVCF and its normalized variant VCF.
 
     In: an indexed, coordinate-sorted BAM/CRAM of one sample whose read-group SM is ``sample``
     (a BAM without read groups is called as ``sample``), the indexed FASTA it was aligned to,
     the output paths (``.g.vcf.gz`` and ``.vcf.gz``; each gets a ``.tbi``), the FILTER
-    thresholds (QUAL phred, FORMAT/DP reads, FORMAT/GQ phred) and an optional BED (0-based)
-    restricting the pileup. Out: counts (gVCF blocks and records, variants by type and filter).
-    The four files appear together, atomically. Raises CohortflowError on a sample-name
-    mismatch, a missing index, contigs foreign to the reference or a REF mismatch.
+    thresholds (QUAL phred, FORMAT/DP reads, FORMAT/GQ phred), an optional BED (0-based)
+    restricting calling, the caller (``bcftools`` embedded, or ``freebayes``/``gatk``/
+    ``deepvariant`` found on PATH) and the scatter size (bp per shard; 0: no sharding; the
+    gathered result is the unsharded one). Out: counts (gVCF blocks and records, variants by
+    type and filter). The four files appear together, atomically. Raises CohortflowError on a
+    sample-name mismatch, a missing index or binary, contigs foreign to the reference or a
+    REF mismatch.
     """
     bam, reference = Path(bam), Path(reference)
     out_gvcf, out_vcf = Path(out_gvcf), Path(out_vcf)
     for path, what in ((bam, "alignment file"), (reference, "reference FASTA")):
         if not path.is_file():
             raise CohortflowError(f"{path}: {what} not found; check the path")
+    spec = None if caller == CALLER else get_caller(caller)
+    if spec is not None:
+        spec.find()
     sm = bam_sample(bam)
     if sm is not None and sm != sample:
         raise CohortflowError(
@@ -216,9 +239,20 @@ def call_sample(
     ):
         tmp = Path(tmp_name)
         call_bcf, variants, normed = tmp / "call.bcf", tmp / "variants.bcf", tmp / "sorted.bcf"
-        commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
+        if spec is not None:
+            shards = calling_shards(reference, scatter_bp, targets_bed)
+            commands = _run_external(spec, bam, reference, sample, shards, threads, call_bcf)
+            version = _external_version(spec)
+        elif scatter_bp > 0:
+            shards = calling_shards(reference, scatter_bp, targets_bed)
+            commands = _run_bcftools_shards(bam, reference, sample, sm, shards, threads, call_bcf)
+            version = caller_version()
+        else:
+            commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
+            version = caller_version()
         _check_samples(call_bcf, sample, bam)
-        stats = _write_gvcf(call_bcf, tmps[0], provenance_lines(commands), thresholds)
+        prov = (caller, version)
+        stats = _write_gvcf(call_bcf, tmps[0], provenance_lines(commands, *prov), thresholds)
         index_vcf(tmps[0], tmps[1], what)
         view = variants_args(call_bcf, variants)
         bcftools(view, what)
@@ -226,19 +260,37 @@ def call_sample(
         norm_cmd = norm_sort(variants, reference, tmp, normed, "b", threads, what)
         bcftools(["index", "-f", str(normed)], what)
         commands += [_shown(view, tmp), norm_cmd]
-        stats |= _write_variants(normed, tmps[2], provenance_lines(commands), thresholds)
+        lines = provenance_lines(commands, *prov)
+        stats |= _write_variants(normed, tmps[2], lines, thresholds)
         index_vcf(tmps[2], tmps[3], what)
-    log.info("called %s: %s", sample, stats)
+    log.info("called %s with %s: %s", sample, caller, stats)
     return stats
 
 
-def provenance_lines(commands: Sequence[str]) -> list[str]:
+def provenance_lines(
+    commands: Sequence[str], caller: str = CALLER, version: str | None = None
+) -> list[str]:
     """Header lines recording the caller, its version and the commands that were run."""
     return [
-        f"##cohortflow_caller={CALLER}",
-        f"##cohortflow_caller_version={caller_version()}",
+        f"##cohortflow_caller={caller}",
+        f"##cohortflow_caller_version={version or caller_version()}",
         f"##cohortflow_command={' ; '.join(commands)}",
     ]
+
+
+def read_provenance(vcf: Path) -> dict[str, str]:
+    """``{"caller", "caller_version", "command"}`` from a VCF written by :func:`call_sample`.
+
+    Keys whose header line is absent are left out (e.g. a VCF from elsewhere gives ``{}``).
+    """
+    keys = {"cohortflow_caller": "caller", "cohortflow_caller_version": "caller_version"}
+    keys["cohortflow_command"] = "command"
+    out: dict[str, str] = {}
+    with pysam.VariantFile(str(vcf)) as vf:
+        for rec in vf.header.records:
+            if rec.key in keys and rec.value is not None:
+                out[keys[rec.key]] = str(rec.value)
+    return out
 
 
 def _run_caller(
@@ -255,11 +307,7 @@ def _run_caller(
     ``--threads`` only speeds up compression, so it is left out of the recorded commands.
     """
     tmp = call_bcf.parent
-    rg_map = None
-    if sm is None:
-        log.warning("%s has no read group with SM; calling its reads as sample %s", bam, sample)
-        rg_map = tmp / "read_groups.txt"
-        rg_map.write_text(f"*\t{bam}\t{sample}\n")
+    rg_map = _rg_map(bam, sample, sm, tmp)
     bed = _bed_for_bcftools(targets_bed, tmp) if targets_bed is not None else None
     what = f"calling {sample} from {bam}"
     mp = mpileup_args(bam, reference, tmp / "mpileup.bcf", bed, rg_map)
@@ -270,6 +318,206 @@ def _run_caller(
     if bed is not None and targets_bed is not None and bed != Path(targets_bed):
         shown_mp = shown_mp.replace(bed.name, f"{targets_bed}")
     return [shown_mp, _shown(cl, tmp)]
+
+
+def _rg_map(bam: Path, sample: str, sm: str | None, tmp: Path) -> Path | None:
+    """A bcftools -G file naming every read group ``sample`` when the BAM has no SM."""
+    if sm is not None:
+        return None
+    log.warning("%s has no read group with SM; calling its reads as sample %s", bam, sample)
+    rg_map = tmp / "read_groups.txt"
+    rg_map.write_text(f"*\t{bam}\t{sample}\n")
+    return rg_map
+
+
+def _run_bcftools_shards(
+    bam: Path,
+    reference: Path,
+    sample: str,
+    sm: str | None,
+    shards: Sequence[Shard],
+    threads: int,
+    call_bcf: Path,
+) -> list[str]:
+    """mpileup + call per shard, then :func:`gather_shards` into ``call_bcf``; the commands."""
+    tmp = call_bcf.parent
+    rg_map = _rg_map(bam, sample, sm, tmp)
+    what = f"calling {sample} from {bam}"
+    parts = []
+    for i, shard in enumerate(shards):
+        bed = write_bed(shard, tmp / f"shard{i:05d}.bed")
+        mp = mpileup_args(bam, reference, tmp / f"shard{i:05d}.mpileup.bcf", bed, rg_map)
+        bcftools(mp, what)
+        part = tmp / f"shard{i:05d}.call.bcf"
+        bcftools(call_args(tmp / f"shard{i:05d}.mpileup.bcf", part), what)
+        parts.append(part)
+    gather_shards(parts, boundaries(shards), call_bcf)
+    bcftools(["index", "-f", str(call_bcf)], what)
+    mp_shown = _shown(
+        mpileup_args(bam, reference, Path("mpileup.bcf"), Path("SHARD.bed"), rg_map), tmp
+    )
+    cl_shown = _shown(call_args(Path("mpileup.bcf"), Path("SHARD.call.bcf")), tmp)
+    return [f"for SHARD in {len(shards)} shards: {mp_shown} ; {cl_shown}", "gather shards"]
+
+
+def gather_shards(parts: Sequence[Path], cuts: set[tuple[str, int]], out: Path) -> int:
+    """Concatenate per-shard gVCF/BCF files (in shard order) into ``out`` (BCF).
+
+    A reference block ending just before a shard cut (``(contig, pos0)`` in ``cuts``, 0-based)
+    and one starting at it are the same block split by the cut: they are written as one, with
+    the smaller MIN_DP/DP and the PL of the shallower part, as bcftools writes a block whose
+    depth is the minimum over it. Out: the number of records written. The header is the first
+    part's.
+    """
+    n = 0
+    pending: pysam.VariantRecord | None = None
+    with pysam.VariantFile(str(parts[0])) as first:
+        header = first.header.copy()
+    with pysam.VariantFile(str(out), "wb", header=header) as vout:
+        for part in parts:
+            with pysam.VariantFile(str(part)) as vin:
+                for rec in vin:
+                    rec.translate(header)
+                    if pending is not None:
+                        if _continues(pending, rec, cuts):
+                            pending = _merge_blocks(pending, rec)
+                            continue
+                        vout.write(pending)
+                        n += 1
+                        pending = None
+                    if is_reference_record(rec) and (rec.chrom, rec.stop) in cuts:
+                        pending = rec
+                    else:
+                        vout.write(rec)
+                        n += 1
+        if pending is not None:
+            vout.write(pending)
+            n += 1
+    return n
+
+
+def _continues(left: pysam.VariantRecord, right: pysam.VariantRecord, cuts: set) -> bool:
+    return (
+        is_reference_record(right)
+        and right.chrom == left.chrom
+        and right.start == left.stop
+        and (left.chrom, left.stop) in cuts
+        and (_min_depth(left) >= 1) == (_min_depth(right) >= 1)
+    )
+
+
+def _min_depth(rec: pysam.VariantRecord) -> int:
+    value = rec.info.get("MIN_DP") if "MIN_DP" in rec.header.info else None
+    if value is None:
+        value = rec.samples[0].get("DP")
+    return int(value or 0)
+
+
+def _merge_blocks(left: pysam.VariantRecord, right: pysam.VariantRecord) -> pysam.VariantRecord:
+    """One block from ``left``'s start to ``right``'s end, fields from the shallower part.
+
+    bcftools writes a block's FORMAT fields (DP, PL; PL may be absent) from its shallowest
+    site, the first one on ties: the same part is chosen here.
+    """
+    shallow = right if _min_depth(right) < _min_depth(left) else left
+    merged = shallow.copy()
+    stop = right.stop
+    merged.pos = left.pos
+    merged.alleles = (left.ref or "N", *(shallow.alts or ()))
+    merged.stop = stop
+    return merged
+
+
+def _external_version(spec: CallerSpec) -> str:
+    """The version the caller reports (``unknown`` when the query fails)."""
+    try:
+        done = subprocess.run(spec.version_command, capture_output=True, text=True, check=False)
+    except OSError:
+        return "unknown"
+    return spec.parse_version(done.stdout + done.stderr)
+
+
+def _run_external(
+    spec: CallerSpec,
+    bam: Path,
+    reference: Path,
+    sample: str,
+    shards: Sequence[Shard],
+    threads: int,
+    call_bcf: Path,
+) -> list[str]:
+    """Run an external caller per shard, repair each gVCF, gather into ``call_bcf`` (indexed).
+
+    Blocks become covered runs (see :mod:`cohortflow.callers.gvcf`), so shard cuts leave no
+    trace in them. Returns the commands shown in the header (scratch paths shortened).
+    """
+    tmp = call_bcf.parent
+    shown_cmds: list[str] = []
+    raw_parts: list[Path] = []
+    fasta_for_caller = _plain_fasta(reference, tmp) if spec.plain_fasta else reference
+    for i, shard in enumerate(shards):
+        bed = write_bed(shard, tmp / f"shard{i:05d}.bed")
+        raw = tmp / f"shard{i:05d}.raw.g.vcf{'' if spec.stdout_is_gvcf else '.gz'}"
+        work = tmp / f"shard{i:05d}.work"
+        work.mkdir()
+        job = GvcfJob(bam, fasta_for_caller, sample, bed, raw, work, threads)
+        argv = spec.gvcf_command(job)
+        _run_binary(argv, raw if spec.stdout_is_gvcf else None, tmp / f"shard{i:05d}.log", spec)
+        raw_parts.append(raw)
+        if i == 0:
+            text = shown(argv, tmp).replace("shard00000", "SHARD")
+            shown_cmds.append(text.replace(str(fasta_for_caller), str(reference)))
+    depth = DepthCounter(bam, reference, spec.min_mapq, spec.min_baseq)
+    counts: Counter[str] = Counter()
+    try:
+        with pysam.VariantFile(str(raw_parts[0])) as first:
+            header = prepare_header(first.header)
+        with (
+            pysam.FastaFile(str(reference)) as fasta,
+            pysam.VariantFile(str(call_bcf), "wb", header=header) as vout,
+        ):
+            counts.update(repair_gvcf(raw_parts, vout, depth, fasta))
+    finally:
+        depth.close()
+    log.info("%s gVCF repaired: %s", spec.name, dict(counts))
+    bcftools(["index", "-f", str(call_bcf)], f"indexing the {spec.name} calls of {sample}")
+    prefix = f"for SHARD in {len(shards)} shards: " if len(shards) > 1 else ""
+    return [prefix + shown_cmds[0], "cohortflow repair_gvcf (covered runs, GT, GQ)"]
+
+
+def _plain_fasta(reference: Path, tmp: Path) -> Path:
+    """``reference`` itself when uncompressed, else a decompressed, indexed copy in ``tmp``."""
+    with open(reference, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return reference
+    copy = tmp / "reference.fa"
+    with pysam.FastaFile(str(reference)) as fa, open(copy, "w") as out:
+        for name in fa.references:
+            seq = fa.fetch(name)
+            out.write(f">{name}\n")
+            for i in range(0, len(seq), 80):
+                out.write(seq[i : i + 80] + "\n")
+    pysam.faidx(str(copy))
+    return copy
+
+
+def _run_binary(argv: list[str], stdout: Path | None, log_path: Path, spec: CallerSpec) -> None:
+    """Run one caller command; CohortflowError with the end of its log when it fails."""
+    log.info("running %s", " ".join(argv))
+    with open(log_path, "w") as err:
+        out = open(stdout, "w") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            done = subprocess.run(argv, stdout=out, stderr=err, check=False)
+        except OSError as exc:
+            raise CohortflowError(f"{spec.binary}: cannot run ({exc}); check the install") from None
+        finally:
+            if stdout is not None:
+                out.close()  # type: ignore[union-attr]
+    if done.returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise CohortflowError(
+            f"{spec.name} failed (exit {done.returncode}): {' | '.join(tail)}; see the rule log"
+        )
 
 
 def _shown(args: Sequence[str | Path], tmp: Path) -> str:
@@ -329,8 +577,10 @@ def _add_header(header: pysam.VariantHeader, lines: Sequence[str], thresholds: T
 
 
 def _apply_filters(rec: pysam.VariantRecord, thresholds: Thresholds) -> list[str]:
+    """Set FILTER from the thresholds, keeping the caller's own filters (e.g. RefCall)."""
     sample = rec.samples[0]
-    failed = site_filters(rec.qual, sample.get("DP"), sample.get("GQ"), *thresholds)
+    own = [str(f) for f in rec.filter.keys() if f != "PASS" and f not in _OUR_FILTERS]
+    failed = own + site_filters(rec.qual, sample.get("DP"), sample.get("GQ"), *thresholds)
     rec.filter.clear()
     for name in failed or ["PASS"]:
         rec.filter.add(name)

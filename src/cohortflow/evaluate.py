@@ -38,6 +38,9 @@ RECORD_COLUMNS = ("type", "contig", "pos", "ref", "alt", "truth_alt_count", "que
 
 # (contig as the reference spells it, pos1, ref, alt), normalized
 AlleleKey = tuple[str, int, str, str]
+# Left-alignment moves an indel left through its repeat: a record starting up to this many bp
+# right of a BED interval may still normalize into it, so it is normalized and tested.
+MAX_LEFT_SHIFT = 1000
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,18 @@ class Regions:
             e - s for c in self._starts for s, e in zip(self._starts[c], self._ends[c], strict=True)
         )
 
+    def near(self, contig: str, start0: int, end0: int, left_pad: int) -> bool:
+        """True when ``[start0 - left_pad, end0)`` overlaps an interval of ``contig``.
+
+        A record failing this cannot normalize into any interval (normalization moves alleles
+        left by at most ``left_pad`` bp and trims only inside the record's own span).
+        """
+        starts = self._starts.get(contig)
+        if not starts:
+            return False
+        i = bisect.bisect_left(starts, end0) - 1  # last interval starting before end0
+        return i >= 0 and self._ends[contig][i] > start0 - left_pad
+
     def contains(self, contig: str, start0: int, end0: int) -> bool:
         """True when ``[start0, end0)`` lies inside one interval of ``contig``."""
         starts = self._starts.get(contig)
@@ -227,7 +242,8 @@ def load_alleles(
     """Normalized alleles carried by ``sample`` in ``vcf`` -> their ALT-allele count.
 
     In: a VCF/BCF, the open reference, the sample (None: the first; sites-only files give
-    count None), optional regions (an allele is kept when its REF span lies in one interval),
+    count None), optional regions (an allele is kept when its REF span lies in one interval;
+    records that cannot reach any interval are skipped unread, REF included),
     and whether to keep only FILTER PASS (or '.') records. Out: ``{(contig, pos1, ref, alt):
     alt_count}`` with contigs on reference names, MNVs split into SNVs. Raises
     CohortflowError on an unreadable file, an unknown sample, a contig missing from the
@@ -278,6 +294,8 @@ def _add_record(
                 "use the reference the VCF was made against"
             )
         mapping[rec.chrom] = contig
+    if regions is not None and not regions.near(contig, rec.start, rec.stop, MAX_LEFT_SHIFT):
+        return  # far from every interval: not normalized, its REF not checked
     for alt, count in carried:
         try:
             pos1, ref, norm_alt = normalize_allele(fasta, contig, rec.pos, rec.ref or "", alt)
@@ -441,3 +459,95 @@ def format_summary(result: EvalResult) -> str:
     ]
     lines.append(f"FN records: {len(result.fn)}  FP records: {len(result.fp)} (genotype level)")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- trio Mendelian consistency
+
+
+@dataclass(frozen=True)
+class MendelianResult:
+    """Trio sites (normalized alleles) by outcome; ``inconsistent`` lists them with counts.
+
+    ``sites``: alleles some member carries (PASS) with all three genotyped (a variant record
+    or a covered gVCF block); ``incomplete``: alleles where a member has no call there.
+    Alt counts in ``inconsistent`` are (child, father, mother).
+    """
+
+    sites: int
+    consistent: int
+    incomplete: int
+    inconsistent: list[tuple[AlleleKey, tuple[int, int, int]]]
+
+    @property
+    def rate(self) -> float:
+        """Fraction of complete sites that are Mendelian (NaN without sites)."""
+        return self.consistent / self.sites if self.sites else math.nan
+
+
+def is_mendelian(child: int, father: int, mother: int) -> bool:
+    """True when a diploid child's ALT count (0-2) can come from one allele of each parent."""
+
+    def transmits(count: int) -> set[int]:
+        return {0} if count == 0 else {1} if count == 2 else {0, 1}
+
+    return any(a + b == child for a in transmits(father) for b in transmits(mother))
+
+
+def covered_blocks(gvcf: Path, reference_contigs: list[str]) -> Regions:
+    """Hom-ref blocks of a gVCF (ALT only ``<*>``/``<NON_REF>``, GT 0/0, depth >= 1) as Regions."""
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    try:
+        vf = pysam.VariantFile(str(gvcf))
+    except (OSError, ValueError) as exc:
+        raise CohortflowError(f"{gvcf}: cannot open as a gVCF ({exc})") from None
+    with vf:
+        mapping = map_contigs([str(c) for c in vf.header.contigs], reference_contigs)
+        for rec in vf:
+            if rec.alts and not all(a in ("<*>", "<NON_REF>") for a in rec.alts):
+                continue
+            smp = rec.samples[0]
+            gt = smp.get("GT") or (None,)
+            depth = smp.get("MIN_DP") if "MIN_DP" in rec.format else smp.get("DP")
+            if any(a != 0 for a in gt) or not depth or rec.chrom not in mapping:
+                continue
+            intervals.setdefault(mapping[rec.chrom], []).append((rec.start, rec.stop))
+    return Regions(intervals)
+
+
+def mendelian_consistency(
+    trio: tuple[tuple[Path, Path], tuple[Path, Path], tuple[Path, Path]],
+    reference: Path,
+    bed: Path | None = None,
+) -> MendelianResult:
+    """Mendelian consistency of a trio's calls, allele by allele, optionally inside ``bed``.
+
+    In: ``((child_vcf, child_gvcf), (father_vcf, father_gvcf), (mother_vcf, mother_gvcf))``
+    single-sample files from :func:`cohortflow.call.call_sample`, the indexed FASTA, an
+    optional BED (0-based). Each allele carried (PASS) by any member is normalized; a member
+    without it is hom-ref there when a gVCF block covers its REF span, else not genotyped.
+    Out: a :class:`MendelianResult`.
+    """
+    with pysam.FastaFile(str(reference)) as fasta:
+        contigs = list(fasta.references)
+        regions = read_bed(Path(bed), contigs) if bed is not None else None
+        calls = [load_alleles(Path(vcf), fasta, None, regions, True) for vcf, _ in trio]
+    blocks = [covered_blocks(Path(gvcf), contigs) for _, gvcf in trio]
+    keys = sorted(set().union(*calls))
+    consistent = incomplete = 0
+    bad: list[tuple[AlleleKey, tuple[int, int, int]]] = []
+    for key in keys:
+        contig, pos1, ref, _ = key
+        counts: list[int] = []
+        for member_calls, member_blocks in zip(calls, blocks, strict=True):
+            if key in member_calls and member_calls[key] is not None:
+                counts.append(int(member_calls[key] or 0))
+            elif member_blocks.contains(contig, pos1 - 1, pos1 - 1 + len(ref)):
+                counts.append(0)
+        if len(counts) < 3:
+            incomplete += 1
+        elif is_mendelian(*counts):
+            consistent += 1
+        else:
+            bad.append((key, (counts[0], counts[1], counts[2])))
+    sites = consistent + len(bad)
+    return MendelianResult(sites, consistent, incomplete, bad)

@@ -210,3 +210,83 @@ def test_truth_against_itself_is_perfect(shared_data):
     whole = evaluate(truth, truth, reference)
     assert (whole.snv.genotype.tp, whole.indel.genotype.tp) == (186, 36)
     assert whole.fn == [] and whole.fp == []
+
+
+# ---------------------------------------------------------------- BED prefilter and trios
+
+
+def test_records_far_from_the_bed_are_not_read(tmp_path):
+    # chr1 real sequence then Ns: a truth record over the Ns (REF 'C' vs 'N') lies outside the
+    # BED; it must be skipped, not reported as a REF mismatch (GIAB truth VCFs span whole
+    # chromosomes while test references carry only a slice).
+    seq = SEQ + "N" * 3000
+    fa = write_fasta(tmp_path / "n.fa", {"chr1": seq})
+    truth = write_vcf(
+        tmp_path / "t.vcf", "chr1", [rec(4, "T", "TAC", "0/1"), rec(2500, "C", "T", "0/1")]
+    )
+    query = write_vcf(tmp_path / "q.vcf", "chr1", [rec(13, "A", "ACA", "0/1")])
+    bed = tmp_path / "b.bed"
+    bed.write_text("chr1\t0\t40\n")
+    result = evaluate(truth, query, fa, bed=bed)
+    assert (result.indel.genotype.tp, result.snv.allele.fn) == (1, 0)
+    with pytest.raises(CohortflowError, match="at chr1:2500 does not match"):
+        evaluate(truth, query, fa)
+
+
+def test_an_indel_right_of_the_bed_that_normalizes_into_it_is_counted(tmp_path, ref):
+    # the AC insertion written at 13 (right end of the repeat) normalizes to 4: inside [0, 6)
+    truth = write_vcf(tmp_path / "t.vcf", "chr1", [rec(13, "A", "ACA", "1/1")])
+    query = write_vcf(tmp_path / "q.vcf", "chr1", [rec(4, "T", "TAC", "1/1")])
+    bed = tmp_path / "b.bed"
+    bed.write_text("chr1\t0\t6\n")
+    result = evaluate(truth, query, ref, bed=bed)
+    assert result.indel.genotype.tp == 1
+
+
+def test_is_mendelian_table():
+    from cohortflow.evaluate import is_mendelian
+
+    assert is_mendelian(1, 0, 2) and is_mendelian(2, 1, 1) and is_mendelian(0, 1, 1)
+    assert is_mendelian(1, 1, 0) and is_mendelian(2, 2, 2) and is_mendelian(0, 0, 0)
+    assert not is_mendelian(1, 0, 0) and not is_mendelian(2, 1, 0)
+    assert not is_mendelian(0, 2, 0) and not is_mendelian(2, 0, 2)
+
+
+def write_gvcf(path: Path, blocks: list[tuple[int, int]], sample: str) -> Path:
+    """Hom-ref blocks (1-based inclusive start, end) with depth 10."""
+    header = [
+        "##fileformat=VCFv4.2",
+        f"##contig=<ID=chr1,length={len(SEQ)}>",
+        '##INFO=<ID=END,Number=1,Type=Integer,Description="End">',
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">',
+        f"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t{sample}",
+    ]
+    rows = [f"chr1\t{s}\t.\t{SEQ[s - 1]}\t<*>\t.\t.\tEND={e}\tGT:DP\t0/0:10" for s, e in blocks]
+    path.write_text("\n".join(header + rows) + "\n")
+    return path
+
+
+def test_mendelian_consistency_uses_blocks_for_hom_ref(tmp_path, ref):
+    from cohortflow.evaluate import mendelian_consistency
+
+    # child: het SNV at 2 and het indel (shifted form); father: het SNV at 2; mother: hom-ref
+    # everywhere but 20; the indel (at 4 after normalization) is in no parent: inconsistent.
+    # A child het at 20 whose mother has no block there is incomplete.
+    child = write_vcf(
+        tmp_path / "c.vcf",
+        "chr1",
+        [rec(2, "A", "G", "0/1"), rec(13, "A", "ACA", "0/1"), rec(20, "A", "C", "0/1")],
+        "C",
+    )
+    father = write_vcf(tmp_path / "f.vcf", "chr1", [rec(2, "A", "G", "0/1")], "F")
+    mother = write_vcf(tmp_path / "m.vcf", "chr1", [], "M")
+    trio = (
+        (child, write_gvcf(tmp_path / "c.g.vcf", [(1, 1), (3, 3)], "C")),
+        (father, write_gvcf(tmp_path / "f.g.vcf", [(1, 1), (3, 30)], "F")),
+        (mother, write_gvcf(tmp_path / "m.g.vcf", [(1, 19)], "M")),
+    )
+    result = mendelian_consistency(trio, ref)
+    assert (result.sites, result.consistent, result.incomplete) == (2, 1, 1)
+    assert result.inconsistent == [(("chr1", 4, "T", "TAC"), (1, 0, 0))]
+    assert result.rate == 0.5

@@ -23,9 +23,14 @@ rule call_variants:
         min_qual=config["calling"]["min_qual"],
         min_dp=config["calling"]["min_dp"],
         min_gq=config["calling"]["min_gq"],
+        scatter_bp=config["calling"]["scatter_size"],
     threads: 1
     conda:
-        "../../envs/cohortflow.yaml"
+        (
+            "../../envs/cohortflow.yaml"
+            if config["calling"]["caller"] == "bcftools"
+            else f"../../envs/{config['calling']['caller']}.yaml"
+        )
     script:
         "../../scripts/call_variants.py"
 

@@ -1,0 +1,235 @@
+"""Make an external caller's gVCF keep cohortflow's block contract.
+
+The contract (DESIGN.md section 7): a reference block is evidence of hom-ref, so a position
+without usable reads is in no block; every block has GT 0/0, FORMAT/DP and FORMAT/MIN_DP (the
+smallest depth inside it, reads) and INFO/END; every variant record has GT and GQ. Callers
+differ: freebayes blocks have no GT and run over uncovered positions (MIN_DP=0), GATK and
+DeepVariant write zero-depth blocks, freebayes variant records have GL but no GQ.
+
+:func:`repair_gvcf` rewrites the blocks as the maximal runs of covered positions inside the
+caller's own blocks, with the depth counted from the BAM using the caller's read filters.
+Coordinates: ``start0``/``end0`` 0-based half-open, ``pos1`` 1-based.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pysam
+
+from cohortflow.errors import CohortflowError
+
+log = logging.getLogger(__name__)
+
+REF_BLOCK_ALTS = frozenset({"<*>", "<NON_REF>"})
+GQ_CAP = 99
+# Depth is counted in windows of this many bp (memory stays bounded on long blocks).
+_WINDOW = 1_000_000
+_SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400 | 0x800
+
+
+def is_block(rec: pysam.VariantRecord) -> bool:
+    """True for a reference-block record: no ALT, or only ``<*>``/``<NON_REF>``."""
+    return not rec.alts or all(a in REF_BLOCK_ALTS for a in rec.alts)
+
+
+def gq_from_likelihoods(
+    pl: Sequence[int | None] | None, gl: Sequence[float | None] | None
+) -> int | None:
+    """Genotype quality (phred, capped at 99) as the gap between the two best genotypes.
+
+    In: FORMAT/PL (phred, ints) or, when PL is absent, FORMAT/GL (log10 likelihoods). Out:
+    second-smallest PL minus the smallest, capped at 99; None when fewer than two values.
+    """
+    values: list[float] = []
+    if pl is not None and all(v is not None for v in pl):
+        values = [float(v) for v in pl if v is not None]
+    elif gl is not None and all(v is not None for v in gl):
+        values = [-10.0 * float(v) for v in gl if v is not None]
+    if len(values) < 2 or any(math.isnan(v) for v in values):
+        return None
+    best, second = sorted(values)[:2]
+    return int(min(GQ_CAP, round(second - best)))
+
+
+def block_gq(caller_gq: int | None, min_dp: int) -> int:
+    """GQ of a hom-ref block: the caller's, but never above what ``min_dp`` reads can show.
+
+    A het site shows only reference reads among ``min_dp`` reads with probability
+    0.5**min_dp, i.e. phred 3.01 * min_dp; the result is also capped at 99.
+    """
+    bound = min(GQ_CAP, int(10 * math.log10(2) * min_dp))
+    return bound if caller_gq is None else min(bound, int(caller_gq))
+
+
+def covered_runs(depth: np.ndarray, start0: int) -> Iterator[tuple[int, int, int]]:
+    """Maximal runs of positions with depth >= 1: ``(start0, end0, min_depth)``.
+
+    In: per-position depth over ``[start0, start0 + len(depth))``. Out: 0-based half-open runs
+    in order with the smallest depth inside each run.
+    """
+    covered = depth > 0
+    if not covered.any():
+        return
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], covered.view(np.int8), [0]))))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        yield start0 + int(a), start0 + int(b), int(depth[a:b].min())
+
+
+class DepthCounter:
+    """Per-position depth of usable reads of one BAM (the caller's MAPQ/base-quality filters)."""
+
+    def __init__(self, bam: Path, reference: Path, min_mapq: int, min_baseq: int) -> None:
+        self._af = pysam.AlignmentFile(str(bam), reference_filename=str(reference))
+        self._min_mapq = min_mapq
+        self._min_baseq = min_baseq
+
+    def _usable(self, read: pysam.AlignedSegment) -> bool:
+        return not read.flag & _SKIP_FLAGS and read.mapping_quality >= self._min_mapq
+
+    def depth(self, contig: str, start0: int, end0: int) -> np.ndarray:
+        """Depth (reads with a base passing the filters) at each position of ``[start0, end0)``."""
+        if contig not in self._af.references:
+            return np.zeros(end0 - start0, dtype=np.int64)
+        parts = []
+        for s in range(start0, end0, _WINDOW):
+            e = min(end0, s + _WINDOW)
+            acgt = self._af.count_coverage(
+                contig, s, e, quality_threshold=self._min_baseq, read_callback=self._usable
+            )
+            parts.append(np.sum(np.asarray(acgt, dtype=np.int64), axis=0))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def close(self) -> None:
+        """Close the BAM."""
+        self._af.close()
+
+
+def prepare_header(header: pysam.VariantHeader) -> pysam.VariantHeader:
+    """A copy of ``header`` declaring what repaired records carry (GT, GQ, DP, MIN_DP, END)."""
+    out = header.copy()
+    formats = (
+        ("GT", 1, "String", "Genotype"),
+        ("GQ", 1, "Integer", "Genotype quality (phred)"),
+        ("DP", 1, "Integer", "Read depth"),
+        ("MIN_DP", 1, "Integer", "Minimum depth in the reference block"),
+    )
+    for key, number, kind, desc in formats:
+        if key not in out.formats:
+            out.formats.add(key, number, kind, desc)
+    if "END" not in out.info:
+        out.info.add("END", 1, "Integer", "End position of the reference block (1-based)")
+    if "MIN_DP" not in out.info:
+        out.info.add("MIN_DP", 1, "Integer", "Minimum depth in the reference block")
+    return out
+
+
+def repair_gvcf(
+    parts: Sequence[Path],
+    out_vcf: pysam.VariantFile,
+    depth: DepthCounter,
+    fasta: pysam.FastaFile,
+) -> dict[str, int]:
+    """Copy single-sample gVCF parts (shards, in order) into ``out_vcf`` with repaired blocks.
+
+    ``out_vcf`` is open with :func:`prepare_header`'s header. Blocks become the maximal covered
+    runs between variant records (GT 0/0, DP = MIN_DP = the run's smallest depth, GQ from
+    :func:`block_gq`), so where the caller or a shard cut split a block
+    leaves no trace. Variant records keep their fields and get GQ from PL/GL when missing.
+    Out: counts ``blocks_in``, ``blocks_out``, ``block_bp_dropped`` (positions without reads
+    removed from blocks), ``variants``. Raises CohortflowError when a part cannot be read.
+    """
+    counts = {"blocks_in": 0, "blocks_out": 0, "block_bp_dropped": 0, "variants": 0}
+    header = out_vcf.header
+    pending: pysam.VariantRecord | None = None
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            out_vcf.write(pending)
+            counts["blocks_out"] += 1
+            pending = None
+
+    for path in parts:
+        try:
+            vin = pysam.VariantFile(str(path))
+        except (OSError, ValueError) as exc:
+            raise CohortflowError(f"{path}: the caller's gVCF cannot be read ({exc})") from None
+        with vin:
+            for rec in vin:
+                if not is_block(rec):
+                    flush()
+                    out_vcf.write(_with_gq(rec, header))
+                    counts["variants"] += 1
+                    continue
+                counts["blocks_in"] += 1
+                counts["block_bp_dropped"] += rec.stop - rec.start
+                for new in _split_block(rec, header, depth, fasta):
+                    counts["block_bp_dropped"] -= new.stop - new.start
+                    if pending is not None and _abuts(pending, new):
+                        pending = _join(pending, new)
+                    else:
+                        flush()
+                        pending = new
+    flush()
+    return counts
+
+
+def _with_gq(rec: pysam.VariantRecord, header: pysam.VariantHeader) -> pysam.VariantRecord:
+    rec.translate(header)
+    smp = rec.samples[0]
+    if smp.get("GQ") is None:
+        pl = smp.get("PL") if "PL" in rec.format else None
+        gl = smp.get("GL") if "GL" in rec.format else None
+        gq = gq_from_likelihoods(pl, gl)
+        if gq is not None:
+            smp["GQ"] = gq
+    return rec
+
+
+def _abuts(left: pysam.VariantRecord, right: pysam.VariantRecord) -> bool:
+    return left.chrom == right.chrom and left.stop == right.start
+
+
+def _join(left: pysam.VariantRecord, right: pysam.VariantRecord) -> pysam.VariantRecord:
+    """``left`` extended over ``right`` (adjacent blocks): smallest depth, smallest GQ."""
+    stop = right.stop
+    min_dp = min(left.info["MIN_DP"], right.info["MIN_DP"])
+    left.stop = stop
+    left.info["MIN_DP"] = min_dp
+    smp = left.samples[0]
+    smp["DP"] = min_dp
+    smp["MIN_DP"] = min_dp
+    gqs = [g for g in (smp.get("GQ"), right.samples[0].get("GQ")) if g is not None]
+    if gqs:
+        smp["GQ"] = min(gqs)
+    return left
+
+
+def _split_block(
+    rec: pysam.VariantRecord,
+    header: pysam.VariantHeader,
+    depth: DepthCounter,
+    fasta: pysam.FastaFile,
+) -> Iterator[pysam.VariantRecord]:
+    """The covered runs of one block as new block records."""
+    smp = rec.samples[0]
+    gq = smp.get("GQ") if "GQ" in rec.format else None
+    alt = rec.alts[0] if rec.alts else "<*>"
+    dp = depth.depth(rec.chrom, rec.start, rec.stop)
+    for start0, end0, min_dp in covered_runs(dp, rec.start):
+        ref = fasta.fetch(rec.chrom, start0, start0 + 1).upper() or "N"
+        new = header.new_record(
+            contig=rec.chrom, start=start0, stop=end0, alleles=(ref, alt), qual=None
+        )
+        new.info["MIN_DP"] = min_dp
+        out = new.samples[0]
+        out["GT"] = (0, 0)
+        out["DP"] = min_dp
+        out["MIN_DP"] = min_dp
+        out["GQ"] = block_gq(gq, min_dp)
+        yield new

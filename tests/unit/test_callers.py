@@ -1,0 +1,178 @@
+"""Tests of cohortflow.callers: command lines, gVCF repair helpers, freebayes for real."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+
+from cohortflow.call import call_sample, read_provenance
+from cohortflow.callers import GvcfJob, get_caller, shown
+from cohortflow.callers.gvcf import block_gq, covered_runs, gq_from_likelihoods
+from cohortflow.errors import CohortflowError
+
+JOB = GvcfJob(
+    bam=Path("/d/s.bam"),
+    reference=Path("/r/ref.fa"),
+    sample="S1",
+    regions_bed=Path("/w/shard.bed"),
+    out_gvcf=Path("/w/raw.g.vcf.gz"),
+    workdir=Path("/w/work"),
+    threads=4,
+)
+
+
+def test_freebayes_command_line():
+    spec = get_caller("freebayes")
+    assert spec.gvcf_command(JOB) == [
+        "freebayes", "-f", "/r/ref.fa", "--gvcf", "-t", "/w/shard.bed", "/d/s.bam",
+    ]  # fmt: skip
+    assert spec.stdout_is_gvcf and spec.plain_fasta
+    assert (spec.min_mapq, spec.min_baseq) == (1, 0)
+    assert spec.parse_version("version:  v1.3.6\n") == "1.3.6"
+
+
+def test_gatk_command_line():
+    spec = get_caller("gatk")
+    argv = spec.gvcf_command(JOB)
+    assert argv[:4] == ["gatk", "--java-options", "-Xmx4g", "HaplotypeCaller"]
+    pairs = dict(zip(argv[4::2], argv[5::2], strict=True))
+    assert pairs == {
+        "-R": "/r/ref.fa",
+        "-I": "/d/s.bam",
+        "-O": "/w/raw.g.vcf.gz",
+        "-L": "/w/shard.bed",
+        "-ERC": "GVCF",
+        "--native-pair-hmm-threads": "4",
+        "--tmp-dir": "/w/work",
+    }
+    text = "The Genome Analysis Toolkit (GATK) v4.6.1.0\nHTSJDK Version: 4.1.3"
+    assert spec.parse_version(text) == "4.6.1.0"
+    assert not spec.stdout_is_gvcf and (spec.min_mapq, spec.min_baseq) == (20, 10)
+
+
+def test_deepvariant_command_line():
+    spec = get_caller("deepvariant")
+    assert spec.gvcf_command(JOB) == [
+        "run_deepvariant",
+        "--model_type=WGS",
+        "--ref=/r/ref.fa",
+        "--reads=/d/s.bam",
+        "--regions=/w/shard.bed",
+        "--sample_name=S1",
+        "--output_vcf=/w/work/deepvariant.vcf.gz",
+        "--output_gvcf=/w/raw.g.vcf.gz",
+        "--num_shards=4",
+        "--intermediate_results_dir=/w/work/intermediate",
+    ]
+    assert spec.parse_version("DeepVariant version 1.6.1\n") == "1.6.1"
+    assert shown(["x", "/w/work/a.vcf"], Path("/w/work")) == "x a.vcf"
+
+
+def test_unknown_or_missing_caller_is_a_clear_error(monkeypatch):
+    with pytest.raises(CohortflowError, match="unknown external caller 'octopus'"):
+        get_caller("octopus")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(CohortflowError, match="`run_deepvariant` is not on PATH.*deepvariant.yaml"):
+        get_caller("deepvariant").find()
+
+
+def test_gq_from_pl_or_gl():
+    assert gq_from_likelihoods([0, 30, 200], None) == 30
+    assert gq_from_likelihoods([500, 0, 400], None) == 99  # capped
+    # freebayes GL (log10): -58.1, 0, -41.1 -> PL 581, 0, 411 -> GQ 99; close calls stay low
+    assert gq_from_likelihoods(None, [-58.1374, 0.0, -41.0712]) == 99
+    assert gq_from_likelihoods(None, [-0.5, 0.0, -3.0]) == 5
+    assert gq_from_likelihoods(None, None) is None
+    assert gq_from_likelihoods([0, None, 3], None) is None
+
+
+def test_covered_runs_and_block_gq():
+    depth = np.array([0, 3, 4, 0, 0, 7, 1, 2, 0])
+    assert list(covered_runs(depth, 100)) == [(101, 103, 3), (105, 108, 1)]
+    assert list(covered_runs(np.zeros(5, dtype=int), 0)) == []
+    assert list(covered_runs(np.array([2, 2]), 7)) == [(7, 9, 2)]
+    # 0.5**n chance a het site shows n reference reads: phred ~3.01 per read, capped at 99
+    assert [block_gq(None, n) for n in (1, 10, 40)] == [3, 30, 99]
+    assert block_gq(201676, 26) == 78 and block_gq(12, 26) == 12
+
+
+# ---------------------------------------------------------------- freebayes on real reads
+
+needs_freebayes = pytest.mark.skipif(shutil.which("freebayes") is None, reason="no freebayes")
+WINDOW = ("chr20", 10_045_000, 10_060_000)  # 0-based; reads end inside [10_059_000, ...) below
+GAP0 = (10_049_000, 10_051_000)
+
+
+@pytest.fixture(scope="module")
+def freebayes_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    if shutil.which("freebayes") is None:
+        pytest.skip("freebayes not on PATH")
+    base = shared_data / "deepvariant_chr20_b37"
+    out = tmp_path_factory.mktemp("fb")
+    bam = out / "gap.bam"
+    with pysam.AlignmentFile(str(base / "bam/NA12878_S1.chr20.10_10p1mb.bam")) as src:
+        with pysam.AlignmentFile(str(bam), "wb", template=src) as dst:
+            for read in src.fetch(*WINDOW):
+                end = read.reference_end or read.reference_start
+                if read.reference_start < GAP0[1] and end > GAP0[0]:
+                    continue  # no read at all in the gap
+                dst.write(read)
+    pysam.index(str(bam))
+    bed = out / "w.bed"
+    bed.write_text("\t".join(map(str, WINDOW)) + "\n")
+    ref = base / "ref/ucsc.hg19.chr20.unittest.fasta.gz"
+    gvcf, vcf = out / "s.g.vcf.gz", out / "s.vcf.gz"
+    stats = call_sample(bam, ref, "NA12878", gvcf, vcf, targets_bed=bed, caller="freebayes")
+    return {"gvcf": gvcf, "vcf": vcf, "stats": stats, "bam": bam, "ref": ref, "bed": bed}
+
+
+@needs_freebayes
+def test_freebayes_blocks_skip_positions_without_reads(freebayes_run):
+    with pysam.VariantFile(str(freebayes_run["gvcf"])) as vf:
+        blocks = [r for r in vf if r.alts == ("<*>",)]
+    assert len(blocks) == 11
+    assert [b for b in blocks if b.start < GAP0[1] and b.stop > GAP0[0]] == []
+    # freebayes' own block runs over the gap with MIN_DP=0; the repaired ones stop at its edges
+    # (the last read before the gap ends one base short of it: 0-based 10_048_999 has no base)
+    assert max(b.stop for b in blocks if b.stop <= GAP0[0]) == GAP0[0] - 1
+    assert GAP0[1] in {b.start for b in blocks}
+    with pysam.AlignmentFile(str(freebayes_run["bam"])) as af:
+        for b in blocks:
+            smp = b.samples[0]
+            assert smp["GT"] == (0, 0)
+            assert smp["DP"] == smp["MIN_DP"] == b.info["MIN_DP"] >= 1
+            assert 0 <= smp["GQ"] <= min(99, 3.02 * smp["MIN_DP"])
+            # MIN_DP is the true minimum depth (freebayes filters: MAPQ >= 1)
+            cov = af.count_coverage(
+                b.chrom, b.start, b.stop, quality_threshold=0,
+                read_callback=lambda r: not r.flag & 0xF04 and r.mapping_quality >= 1,
+            )  # fmt: skip
+            assert int(np.sum(np.asarray(cov), axis=0).min()) == smp["MIN_DP"]
+
+
+@needs_freebayes
+def test_freebayes_variants_have_gt_ad_dp_gq_and_provenance(freebayes_run):
+    with pysam.VariantFile(str(freebayes_run["vcf"])) as vf:
+        recs = list(vf)
+        header = str(vf.header)
+    assert freebayes_run["stats"]["variants"] == len(recs) == 9
+    for r in recs:
+        smp = r.samples[0]
+        assert None not in smp["GT"] and smp["DP"] is not None and smp["GQ"] is not None
+        assert len(smp["AD"]) == 2  # split: REF and one ALT
+        assert list(r.filter.keys())  # PASS or named filters, never empty
+    prov = read_provenance(freebayes_run["vcf"])
+    assert prov["caller"] == "freebayes" and prov["caller_version"] == "1.3.6"
+    assert prov["command"].startswith("freebayes -f ")
+    assert str(freebayes_run["ref"]) in prov["command"]  # the user's reference, not a temp copy
+    assert "##cohortflow_caller=freebayes" in header
+    # GIAB truth in this window: a het SNV and a hom 10 bp deletion (freebayes writes it as a
+    # 55 bp complex allele; normalization gives the truth's form)
+    snv = [r for r in recs if (r.pos, r.ref, r.alts) == (10046537, "A", ("G",))]
+    assert snv and snv[0].samples[0]["GT"] == (0, 1) and list(snv[0].filter.keys()) == ["PASS"]
+    dels = [r for r in recs if (r.pos, r.ref, r.alts) == (10046178, "AAGAAAGAAAG", ("A",))]
+    assert dels and dels[0].samples[0]["GT"] == (1, 1)
