@@ -15,6 +15,10 @@ with rule_logging(sm.log[0]):
         inputs=sample_inputs_from_plan(sm.params.samples),
         replace=bool(sm.params.replace),
         metadata=run_provenance(
-            sm.params.build, Path(sm.input.kb), sm.params.caller, sm.params.config_sha256
+            sm.params.build,
+            Path(sm.input.kb),
+            sm.params.caller,
+            sm.params.config_sha256,
+            calls_vcf=Path(sm.params.samples[0]["vcf"]),
         ),
     )

@@ -35,10 +35,18 @@ def kb_release(kb_dir: Path) -> str:
 
 
 def run_provenance(
-    reference_build: str, kb_dir: Path | None, caller: str, config_sum: str
+    reference_build: str,
+    kb_dir: Path | None,
+    caller: str,
+    config_sum: str,
+    calls_vcf: Path | None = None,
 ) -> dict[str, str]:
-    """Key-value provenance written into store metadata and reports."""
-    return {
+    """Key-value provenance written into store metadata and reports.
+
+    The caller's version and command line are read from ``calls_vcf`` (the
+    ``##cohortflow_caller*`` header lines that calling writes) when it is given and has them.
+    """
+    out = {
         "cohortflow_version": __version__,
         "schema_version": SCHEMA_VERSION,
         "reference_build": reference_build,
@@ -47,6 +55,16 @@ def run_provenance(
         "caller_version": caller_version(caller),
         "config_sha256": config_sum,
     }
+    if calls_vcf is not None and Path(calls_vcf).is_file():
+        from cohortflow.call import read_provenance
+
+        recorded = read_provenance(Path(calls_vcf))
+        if recorded.get("caller_version"):
+            out["caller"] = recorded.get("caller", caller)
+            out["caller_version"] = recorded["caller_version"]
+        if recorded.get("command"):
+            out["caller_command"] = recorded["command"]
+    return out
 
 
 def caller_version(caller: str) -> str:
