@@ -1,4 +1,4 @@
-"""Rule align_reads: align one sample's FASTQ units in-process and mark duplicates."""
+"""Rule align_reads: align one sample's FASTQ units in-process (mappy) and mark duplicates."""
 
 from pathlib import Path
 
@@ -17,4 +17,5 @@ with rule_logging(sm.log[0]):
         out_bam=Path(sm.output.bam),
         threads=sm.threads,
         markdup=bool(sm.params.markdup),
+        cram=Path(sm.output.bam).suffix == ".cram",
     )

@@ -322,6 +322,36 @@ def _text(b: bytes) -> str:
     return b.decode("ascii") if b else "*"
 
 
+def read_group_fields(sample: str, unit: FastqUnit) -> dict[str, str]:
+    """@RG fields of one unit: ID ``{sample}.{unit}``, SM, LB (default the sample), PL, PU."""
+    return {
+        "ID": f"{sample}.{unit.unit}",
+        "SM": sample,
+        "LB": unit.library or sample,
+        "PL": unit.platform,
+        "PU": unit.platform_unit or f"{sample}.{unit.unit}",
+    }
+
+
+def read_group_line(sample: str, unit: dict) -> str:
+    """The @RG line of a unit (a dict as in the rule params) for ``bwa mem -R``/``minimap2 -R``.
+
+    Fields are joined with a literal backslash-t, which both tools turn into tabs.
+    """
+    fields = read_group_fields(
+        sample,
+        FastqUnit(
+            unit=unit["unit"],
+            fq1=Path(unit["fq1"]),
+            fq2=Path(unit["fq2"]),
+            library=unit.get("library"),
+            platform=unit.get("platform") or "ILLUMINA",
+            platform_unit=unit.get("platform_unit"),
+        ),
+    )
+    return "\\t".join(["@RG", *(f"{k}:{v}" for k, v in fields.items())])
+
+
 def build_header(
     sample: str,
     units: Sequence[FastqUnit],
@@ -332,16 +362,7 @@ def build_header(
     return {
         "HD": {"VN": "1.6", "SO": "unsorted", "GO": "query"},
         "SQ": [{"SN": name, "LN": length} for name, length in contigs],
-        "RG": [
-            {
-                "ID": f"{sample}.{u.unit}",
-                "SM": sample,
-                "LB": u.library or sample,
-                "PL": u.platform,
-                "PU": u.platform_unit or f"{sample}.{u.unit}",
-            }
-            for u in units
-        ],
+        "RG": [read_group_fields(sample, u) for u in units],
         "PG": [
             {
                 "ID": "cohortflow",
@@ -514,13 +535,15 @@ def align_sample(
     out_bam: Path,
     threads: int = 1,
     markdup: bool = True,
+    cram: bool = False,
 ) -> dict[str, int]:
-    """Align every FASTQ unit of ``sample`` to ``reference``; write ``out_bam`` and ``.bai``.
+    """Align every FASTQ unit of ``sample`` to ``reference``; write ``out_bam`` and its index.
 
     Inputs: units (FASTQ pairs, plain or gzipped), reference FASTA (.fa or bgzipped .fa.gz)
     with its ``.fai``. Output: coordinate-sorted BAM with one @RG per unit, duplicates flagged
     (0x400) by ``samtools markdup`` when ``markdup``, and its index; both written atomically.
-    The output does not depend on ``threads``.
+    The output does not depend on ``threads``. With ``cram`` the output is a CRAM
+    (reference-compressed against ``reference``) with a ``.crai`` index instead.
 
     Returns counts: ``pairs``, ``reads`` (primary records), ``mapped_reads`` (primary mapped),
     ``properly_paired_reads``, ``supplementary``, ``duplicates`` (records flagged by markdup,
@@ -540,13 +563,14 @@ def align_sample(
     header = pysam.AlignmentHeader.from_dict(build_header(sample, units, contigs, command))
     mapper = _Mapper(aligner, contig_names)
     extra = str(threads - 1)
-    bai = Path(f"{out_bam}.bai")
-    with atomic_outputs(out_bam, bai) as (tmp_bam, tmp_bai):
+    bai = Path(f"{out_bam}.crai" if cram else f"{out_bam}.bai")
+    with atomic_outputs(out_bam, bai) as (tmp_out, tmp_bai):
         workdir = Path(tempfile.mkdtemp(prefix=f".tmp.{out_bam.name}.", dir=out_bam.parent))
         try:
             unsorted = workdir / "unsorted.bam"
             log.info("%s: aligning %d unit(s) with %d thread(s)", sample, len(units), threads)
             counts = _write_unsorted(sample, units, mapper, header, unsorted, threads)
+            tmp_bam = workdir / "final.bam" if cram else tmp_out
             what = f"sorting alignments of {sample} ({out_bam})"
             sorted_bam = workdir / "sorted.bam" if markdup else tmp_bam
             # the sorted file is an intermediate when markdup follows: skip compressing it
@@ -566,7 +590,13 @@ def align_sample(
                     f"marking duplicates of {sample} ({out_bam})",
                 )  # fmt: skip
                 counts["duplicates"] = _duplicates_from_stats(stats)
-            samtools(["index", "-@", extra, tmp_bam, tmp_bai], f"indexing {out_bam}")
+            if cram:
+                samtools(
+                    ["view", "-@", extra, "--no-PG", "-C", "-T", reference, "-o", tmp_out,
+                     tmp_bam],
+                    f"writing CRAM {out_bam}",
+                )  # fmt: skip
+            samtools(["index", "-@", extra, tmp_out, tmp_bai], f"indexing {out_bam}")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     del counts["max_read_length"]

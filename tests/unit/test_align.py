@@ -293,3 +293,32 @@ def test_real_reads_match_original_bam(shared_data: Path, tmp_path: Path) -> Non
         assert r.template_length == -m.template_length
         if not m.is_unmapped:
             assert r.get_tag("MC") == m.cigarstring and r.get_tag("MQ") == m.mapping_quality
+
+
+def test_read_group_line_for_binaries() -> None:
+    from cohortflow.align import read_group_line
+
+    unit = {"unit": "L2", "fq1": "a.fq", "fq2": "b.fq", "library": None, "platform": "ILLUMINA",
+            "platform_unit": "FC7.2"}  # fmt: skip
+    assert read_group_line("S1", unit) == (
+        "@RG\\tID:S1.L2\\tSM:S1\\tLB:S1\\tPL:ILLUMINA\\tPU:FC7.2"
+    )
+
+
+def test_cram_output_holds_the_same_records(tiny: dict, tmp_path: Path) -> None:
+    out = tmp_path / "S1.cram"
+    unit = [FastqUnit("L1", tiny["fq1"], tiny["fq2"])]
+    counts = align_sample("S1", unit, tiny["ref"], out, cram=True)
+    assert counts["duplicates"] == tiny["counts"]["duplicates"] == 2
+    assert out.read_bytes()[:4] == b"CRAM" and Path(f"{out}.crai").is_file()
+    with (
+        pysam.AlignmentFile(str(out), reference_filename=str(tiny["ref"])) as c,
+        pysam.AlignmentFile(str(tiny["out"])) as b,
+    ):
+        got = [
+            (r.query_name, r.flag, r.reference_start, r.cigarstring, r.query_sequence) for r in c
+        ]
+        want = [
+            (r.query_name, r.flag, r.reference_start, r.cigarstring, r.query_sequence) for r in b
+        ]
+    assert got == want and len(got) == 18

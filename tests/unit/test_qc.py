@@ -109,10 +109,11 @@ def test_tiny_counts_match_flagstat_and_hand_values(tiny_bam: dict, tmp_path: Pa
     assert m["duplicates"] == fs["primary duplicates"] == 2
     assert m["mapped_fraction"] == 0.8 and m["duplicate_fraction"] == 0.25
     # territory: ctg1 minus its 100 N + ctg2 = 1100 bp; depth sum by hand:
-    # p1 100+100, p2 100+100, p7 50 (850..900) + 20 (880..900); dup/secondary/unmapped excluded
+    # p1 100+100, p2 100+100, p7 50 (850..900; its mates overlap on 880..900 and count once,
+    # as in mosdepth); dup/secondary/unmapped excluded
     assert m["coverage_territory_bp"] == 1100
-    assert m["mean_coverage"] == round(470 / 1100, 6)
-    assert m["per_contig_mean_coverage"] == {"ctg1": round(470 / 900, 6), "ctg2": 0.0}
+    assert m["mean_coverage"] == round(450 / 1100, 6)
+    assert m["per_contig_mean_coverage"] == {"ctg1": round(450 / 900, 6), "ctg2": 0.0}
     assert m["median_coverage"] == 0 and m["fraction_10x"] == 0.0
     assert m["mean_mapq"] == round((60 * 2 + 30 * 2 + 10 * 2) / 6, 6)
     assert m["insert_size_median"] == 300
@@ -127,11 +128,11 @@ def test_tiny_counts_match_flagstat_and_hand_values(tiny_bam: dict, tmp_path: Pa
     # idxstats counts every mapped record, the secondary one too
     assert (qc / "S.idxstats.txt").read_text().splitlines()[0] == "ctg1\t1000\t9\t0"
     summary = (qc / "S.mosdepth.summary.txt").read_text().splitlines()
-    assert summary[1] == "ctg1\t900\t470\t0.52\t0\t2"
-    assert summary[-1] == "total\t1100\t470\t0.43\t0\t2"
+    assert summary[1] == "ctg1\t900\t450\t0.50\t0\t2"
+    assert summary[-1] == "total\t1100\t450\t0.41\t0\t2"
     dist = (qc / "S.mosdepth.global.dist.txt").read_text().splitlines()
-    # total: 120 bp at depth 2 (50..100, 250..300, 880..900); 350 bp covered
-    assert "total\t2\t0.11" in dist and "total\t1\t0.32" in dist and "total\t0\t1.00" in dist
+    # total: 100 bp at depth 2 (50..100, 250..300); 350 bp covered
+    assert "total\t2\t0.09" in dist and "total\t1\t0.32" in dist and "total\t0\t1.00" in dist
 
 
 def test_thresholds_produce_fail_reasons(tiny_bam: dict, tmp_path: Path) -> None:
@@ -141,7 +142,7 @@ def test_thresholds_produce_fail_reasons(tiny_bam: dict, tmp_path: Path) -> None
     )  # fmt: skip
     assert m["qc_pass"] is False
     assert m["qc_fail_reasons"] == [
-        "mean_coverage 0.427273 < 20",
+        "mean_coverage 0.409091 < 20",
         "mapped_fraction 0.8 < 0.95",
         "duplicate_fraction 0.25 > 0.1",
     ]
@@ -158,10 +159,10 @@ def test_targets_bed_restricts_coverage(tiny_bam: dict, tmp_path: Path) -> None:
         QcThresholds(), targets_bed=bed,
     )  # fmt: skip
     # merged targets 40..100 (60 bp: 10 at depth 1, 50 at depth 2) and 900..950 (N, but a
-    # target: p7 read 1 covers all 50, read 2 covers 900..950 too)
+    # target: both p7 mates cover it, an overlap that counts once)
     assert m["coverage_territory_bp"] == 110
-    assert m["mean_coverage"] == round((10 * 1 + 50 * 2 + 50 * 2) / 110, 6)
-    assert m["median_coverage"] == 2 and m["fraction_10x"] == 0.0
+    assert m["mean_coverage"] == round((10 * 1 + 50 * 2 + 50 * 1) / 110, 6)
+    assert m["median_coverage"] == 1 and m["fraction_10x"] == 0.0  # 60 bp at 1x, 50 at 2x
 
 
 def test_input_errors(tiny_bam: dict, tmp_path: Path) -> None:
@@ -286,13 +287,83 @@ def test_qc_of_aligned_bam_matches_flagstat_and_samtools_depth(
     assert m["mapped_reads"] == fs["primary mapped"]
     assert m["properly_paired"] == fs["properly paired"]
     assert m["duplicates"] == fs["primary duplicates"]
-    # depth sum agrees with samtools depth (same read filter, no deletions, q0); samtools also
-    # counts N read bases, which count_coverage leaves out (~0.01% of bases here)
+    # depth sum equals samtools depth -s (same read filter, mates' overlap once, q0)
     contig = "chr20_9995001_11095000"
-    depth = pysam.samtools.depth("-a", "-r", f"{contig}:1-130000", str(bam))
+    depth = pysam.samtools.depth("-s", "-a", "-r", f"{contig}:1-130000", str(bam))
     total = sum(int(line.rsplit("\t", 1)[1]) for line in depth.splitlines())
     assert total > 500_000
     ours = m["per_contig_mean_coverage"][contig] * 1_100_000
-    assert 0 <= total - ours <= 0.001 * total
+    assert abs(total - ours) <= 1e-6 * total
     assert m["mean_coverage"] == m["per_contig_mean_coverage"][contig]
     assert "mean_coverage" in m["qc_fail_reasons"][0]  # a 130 kb read cloud on a 1.1 Mb slice
+
+
+def test_n_free_territory_and_depth_histograms(tmp_path: Path) -> None:
+    from cohortflow.qc import depth_histograms, n_free_intervals
+
+    fa = tmp_path / "n.fa"
+    fa.write_text(">a\nNNACGTnnAC\n>b\nNNNN\n>c\nACGT\n")
+    pysam.faidx(str(fa))
+    with pysam.FastaFile(str(fa)) as f:
+        territory = n_free_intervals(f)
+    assert territory == {"a": [(2, 6), (8, 10)], "c": [(0, 4)]}
+    depth = tmp_path / "d.tsv"
+    depth.write_text("a\t3\t2\na\t4\t2\na\t9\t5\nc\t1\t1\n")
+    cov = depth_histograms(depth, territory)
+    assert cov.contig_bases == {"a": 6, "c": 4}
+    assert cov.contig_hist["a"].tolist() == [3, 0, 2, 0, 0, 1]
+    assert cov.contig_sum == {"a": 9, "c": 1}
+    assert cov.hist.tolist() == [6, 1, 2, 0, 0, 1]
+    empty = tmp_path / "e.tsv"
+    empty.write_text("")
+    assert depth_histograms(empty, territory).hist.tolist() == [10]
+
+
+def test_two_threads_give_the_same_files_and_cram_input(tiny_bam: dict, tmp_path: Path) -> None:
+    t = QcThresholds()
+    one = compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "1/S.qc.json",
+                     tmp_path / "1", t, threads=1)  # fmt: skip
+    two = compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "2/S.qc.json",
+                     tmp_path / "2", t, threads=2)  # fmt: skip
+    assert one == two
+    for name in ("S.flagstat.txt", "S.idxstats.txt", "S.mosdepth.global.dist.txt"):
+        assert (tmp_path / "1" / name).read_text() == (tmp_path / "2" / name).read_text()
+    cram = tmp_path / "S.cram"
+    pysam.samtools.view(
+        "-C", "-T", str(tiny_bam["ref"]), "-o", str(cram), str(tiny_bam["bam"]), catch_stdout=False
+    )
+    pysam.index(str(cram))
+    c = compute_qc(cram, tiny_bam["ref"], "S", tmp_path / "3/S.qc.json", tmp_path / "3", t)
+    for key in ("total_reads", "mapped_reads", "duplicates", "mean_coverage", "fraction_10x"):
+        assert c[key] == one[key], key
+    assert not [p for p in (tmp_path / "3").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_multiqc_reads_the_qc_files(tiny_bam: dict, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    multiqc = shutil.which("multiqc") or str(Path(sys.executable).parent / "multiqc")
+    if not Path(multiqc).is_file():
+        pytest.skip("multiqc (PyPI) is not installed")
+    qc = tmp_path / "qc"
+    compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", qc / "S.qc.json", qc, QcThresholds())
+    out = subprocess.run(
+        [multiqc, "--no-ansi", "-f", "-o", str(tmp_path / "mq"), "--data-format", "json", str(qc)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads((tmp_path / "mq/multiqc_data/multiqc_data.json").read_text())
+    sources = {k: v for k, v in data["report_data_sources"].items()}
+    assert {"Samtools", "Mosdepth"} <= set(sources), sorted(sources)
+    assert set(sources["Samtools"]) == {"stats", "flagstat", "idxstats"}
+    assert set(sources["Mosdepth"]) == {"summary", "genome_results"}
+    general = data["report_general_stats_data"]
+    # MultiQC's values are the ones in the files: 10 primary reads, 2 duplicates, 450/1100
+    assert general["samtools"]["S"]["raw_total_sequences"] == 10
+    assert general["samtools"]["S"]["reads_duplicated"] == 2
+    assert general["mosdepth"]["S"]["coverage_bases"] == 450
+    assert general["mosdepth"]["S"]["length"] == 1100

@@ -12,6 +12,8 @@ rule qc_alignment:
         stats="results/qc/{sample}.samtools_stats.txt",
         flagstat="results/qc/{sample}.flagstat.txt",
         idxstats="results/qc/{sample}.idxstats.txt",
+        mosdepth_summary="results/qc/{sample}.mosdepth.summary.txt",
+        mosdepth_dist="results/qc/{sample}.mosdepth.global.dist.txt",
     wildcard_constraints:
         sample=PLAN.sample_regex("fastq", "bam", "cram"),
     log:
@@ -21,7 +23,7 @@ rule qc_alignment:
     params:
         declared_sex=lambda wc: PLAN[wc.sample].sex,
         thresholds=config["qc"],
-    threads: 1
+    threads: 2
     conda:
         "../../envs/cohortflow.yaml"
     script:
