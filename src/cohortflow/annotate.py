@@ -19,24 +19,27 @@ import gzip
 import json
 import logging
 import re
+import struct
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pysam
-import pysam.bcftools
-import pysam.utils
 
 from cohortflow import vcfinfo
 from cohortflow.atomic import atomic_output, atomic_outputs
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
-from cohortflow.kb import KnowledgeBase, load_kb, percent_decode, variant_class
+from cohortflow.kb import KnowledgeBase, load_kb, percent_decode
 from cohortflow.normalize import normalize_allele
 from cohortflow.tools import bcftools
 
@@ -62,7 +65,10 @@ FINDINGS_COLUMNS = (
     "variation_id",
     "pop_af",
     "filter",
+    "transcript",
+    "clnrevstat",
 )
+TRANSCRIPT = "TRANSCRIPT"  # INFO: transcript of the most severe csq consequence
 
 _INFO_DEFS = (
     (vcfinfo.CLNSIG, "String", "ClinVar clinical significance (CLNSIG), percent-encoded"),
@@ -85,6 +91,7 @@ _CSQ_DEFS = (
         "String",
         "Amino-acid change of that consequence as bcftools csq writes it",
     ),
+    (TRANSCRIPT, "String", "Transcript of the most severe bcftools csq consequence"),
 )
 
 # bcftools csq consequence terms, most severe first (Ensembl VEP impact order).
@@ -259,12 +266,16 @@ def _kb_lookup(
     refs = table.column("ref").to_pylist()
     alts = table.column("alt").to_pylist()
     ids: list[str | None] = []
+    new_contigs: list[str | None] = []
+    new_pos: list[int] = []
     out = _Lookup(None, rekeyed=True)
     for contig, pos1, ref, alt in zip(contigs, pos, refs, alts, strict=True):
         target = mapping.get(contig)
+        new_contigs.append(target)
         if target is None:
             out.not_in_reference += 1
             ids.append(None)
+            new_pos.append(pos1)
             continue
         if len(ref) != len(alt):  # SNVs/MNPs are trimmed already; only indels can move
             try:
@@ -272,8 +283,10 @@ def _kb_lookup(
             except CohortflowError:  # the contig is mapped: only a REF mismatch gets here
                 out.ref_mismatch += 1
                 ids.append(None)
+                new_pos.append(pos1)
                 continue
         ids.append(vcfinfo.variant_id(target, pos1, ref, alt))
+        new_pos.append(pos1)
     if out.ref_mismatch:
         log.warning(
             "%s: %d %s alleles have a REF that differs from %s; they cannot match",
@@ -282,23 +295,15 @@ def _kb_lookup(
             name,
             reference,
         )
-    keyed = table.set_column(
-        table.schema.get_field_index("variant_id"), "variant_id", pa.array(ids, pa.string())
-    )
+    keyed = table
+    for name, values, typ in (
+        ("variant_id", ids, pa.string()),
+        ("contig", new_contigs, pa.string()),
+        ("pos", new_pos, pa.int64()),
+    ):
+        keyed = keyed.set_column(keyed.schema.get_field_index(name), name, pa.array(values, typ))
     out.table = keyed.filter(pc.is_valid(keyed.column("variant_id")))
     return out
-
-
-def _match(
-    lookup: _Lookup, idx: list[int], ids: list[str], columns: list[str]
-) -> dict[int, dict[str, Any]]:
-    """Record index -> KB row (``columns``) for sample alleles found in the KB."""
-    if lookup.table is None or not idx:
-        return {}
-    sample = pa.table({"_idx": pa.array(idx, pa.int64()), "variant_id": pa.array(ids, pa.string())})
-    kb = lookup.table.select(["variant_id", *columns])
-    joined = sample.join(kb, keys="variant_id", join_type="inner")
-    return {row.pop("_idx"): row for row in joined.to_pylist()}
 
 
 # --------------------------------------------------------------------------- the sample side
@@ -341,11 +346,17 @@ def _sample_contigs(in_vcf: Path, ref_lengths: dict[str, int], reference: Path) 
 
 
 def _prepare(
-    in_vcf: Path, reference: Path, gff3: Path | None, ref_lengths: dict[str, int], tmp: Path
+    in_vcf: Path,
+    reference: Path,
+    gff3: Path | None,
+    ref_lengths: dict[str, int],
+    renames: dict[str, str],
+    strip: list[str],
+    tmp: Path,
 ) -> Path:
-    """Rename contigs if needed, strip old annotations, split + left-align, run csq."""
+    """The general path: rename contigs, strip old annotations, split + left-align (bcftools
+    norm, REF checked), run csq; out: an uncompressed VCF in ``tmp`` for the text engine."""
     current = in_vcf
-    renames = _sample_contigs(in_vcf, ref_lengths, reference)
     if renames:
         chr_map = tmp / "rename_chrs.txt"
         chr_map.write_text("".join(f"{a}\t{b}\n" for a, b in renames.items()))
@@ -363,15 +374,13 @@ def _prepare(
             f"renaming contigs of {in_vcf}",
         )
         current = tmp / "renamed.bcf"
-    with _open_variants(current) as vf:
-        present = [k for k in (*vcfinfo.ANNOTATION_FIELDS, "BCSQ") if k in vf.header.info]
-    if present:
+    if strip:
         bcftools(
             [
                 "annotate",
                 "--no-version",
                 "-x",
-                ",".join(f"INFO/{k}" for k in present),
+                ",".join(f"INFO/{k}" for k in strip),
                 "-Ou",
                 "-o",
                 tmp / "stripped.bcf",
@@ -392,6 +401,7 @@ def _prepare(
             ) from None
         raise
     current = tmp / "split.bcf"
+    out = tmp / "prepared.vcf"
     if gff3 is not None:
         gff_use = _gff_on_reference(Path(gff3), ref_lengths, reference, tmp)
         bcftools(
@@ -406,15 +416,16 @@ def _prepare(
                 "-",
                 "-l",
                 "--force",
-                "-Ou",
+                "-Ov",
                 "-o",
-                tmp / "csq.bcf",
+                out,
                 current,
             ],
             f"computing consequences of {in_vcf} with {gff3}",
         )
-        current = tmp / "csq.bcf"
-    return current
+    else:
+        bcftools(["view", "--no-version", "-Ov", "-o", out, current], f"reading {in_vcf}")
+    return out
 
 
 def _norm(in_path: Path, reference: Path, out: Path, what: str) -> None:
@@ -478,167 +489,742 @@ def _gff_on_reference(gff3: Path, ref_lengths: dict[str, int], reference: Path, 
 # --------------------------------------------------------------------------- annotate
 
 
+# The engine works on VCF text in blocks of records held as Arrow string columns, so that the
+# per-record work (REF check, normalization test, join, INFO text) runs in vectorized kernels;
+# only alleles that need moving (and the csq / findings rows) go through Python one by one.
+
+_BLOCK_BYTES = 32 << 20  # uncompressed VCF text per block
+_FIXED = ("CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
+
+
+class _NeedsGeneralPath(Exception):
+    """Raised by the fast path when the input holds multiallelic records."""
+
+
 @dataclass
-class _Allele:
-    idx: int
-    contig: str
-    pos1: int
-    ref: str
-    alt: str
-    vid: str
-    vclass: str
-    moved: bool
+class _KbText:
+    """One KB table ready for the join: rows sorted by (contig, pos), a row range per contig."""
 
+    table: pa.Table
+    pairs: list[tuple[str, str, bool]]  # (INFO key, column, escape) in output order
+    ids: pa.Array = field(init=False)
+    pos: np.ndarray = field(init=False)
+    ranges: dict[str, tuple[int, int]] = field(init=False)
 
-def _scan(
-    path: Path, fasta: pysam.FastaFile, skipped: Counter[str]
-) -> tuple[list[_Allele | None], dict[int, Consequence]]:
-    """First pass over split records: normalized allele (None if not a sequence) and csq."""
-    alleles: list[_Allele | None] = []
-    csq: dict[int, Consequence] = {}
-    with _open_variants(path) as vf:
-        has_bcsq = "BCSQ" in vf.header.info
-        for idx, rec in enumerate(vf):
-            alt = rec.alts[0] if rec.alts else None
-            if alt is None or not re.fullmatch(r"[ACGTacgt]+", alt):
-                skipped["alt_not_sequence"] += 1
-                alleles.append(None)
+    def __post_init__(self) -> None:
+        codes, pos = self._codes_pos()
+        runs = np.count_nonzero(np.diff(codes) != 0) + 1 if len(codes) else 0
+        same = np.diff(codes) == 0
+        if runs != len(set(codes.tolist())) or np.any(np.diff(pos)[same] < 0):
+            # build_kb writes sorted tables; a KB re-keyed onto another reference may not be
+            self.table = self.table.sort_by([("contig", "ascending"), ("pos", "ascending")])
+            codes, pos = self._codes_pos()
+        self.ids = self.table.column("variant_id").combine_chunks()
+        self.pos = pos
+        enc = pc.dictionary_encode(self.table.column("contig").combine_chunks())
+        self.ranges = {}
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        for k, name in enumerate(enc.dictionary.to_pylist()):
+            rows = np.flatnonzero(codes == k)
+            self.ranges[name] = (int(rows[0]), int(rows[-1]) + 1)
+
+    def _codes_pos(self) -> tuple[np.ndarray, np.ndarray]:
+        enc = pc.dictionary_encode(self.table.column("contig").combine_chunks())
+        return enc.indices.to_numpy(zero_copy_only=False), self.table.column("pos").to_numpy()
+
+    def match(self, chrom: pa.Array, pos: np.ndarray, vid: pa.Array) -> pa.Array:
+        """KB row index per record (null when absent), joining only the KB rows that lie in
+        the position range of the block on each of its contigs."""
+        enc = pc.dictionary_encode(chrom)
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        starts: list[np.ndarray] = []
+        for k, name in enumerate(enc.dictionary.to_pylist()):
+            lo, hi = self.ranges.get(name, (0, 0))
+            if lo == hi:
                 continue
-            ref = (rec.ref or "").upper()
-            pos1, n_ref, n_alt = normalize_allele(fasta, rec.chrom, rec.pos, ref, alt.upper())
-            moved = (pos1, n_ref, n_alt) != (rec.pos, rec.ref, alt)
-            vid = vcfinfo.variant_id(rec.chrom, pos1, n_ref, n_alt)
-            alleles.append(
-                _Allele(idx, rec.chrom, pos1, n_ref, n_alt, vid, variant_class(n_ref, n_alt), moved)
+            p = pos[codes == k]
+            first = lo + int(np.searchsorted(self.pos[lo:hi], p.min(), "left"))
+            last = lo + int(np.searchsorted(self.pos[lo:hi], p.max(), "right"))
+            if last > first:
+                starts.append(np.arange(first, last))
+        if not starts:
+            return pa.nulls(len(vid), pa.int64())
+        rows = np.concatenate(starts)
+        local = pc.index_in(vid, value_set=self.ids.take(pa.array(rows)))
+        valid = local.is_valid().to_numpy(zero_copy_only=False)
+        filled = pc.fill_null(local, 0).to_numpy()
+        return pa.array(rows[filled], pa.int64(), mask=~valid)
+
+    def info(self, idx: pa.Array) -> pa.Array:
+        """';KEY=value...' per record for the matched rows of ``idx`` ('' when unmatched)."""
+        valid = idx.is_valid().to_numpy(zero_copy_only=False)
+        if not valid.any():
+            return pa.array([""] * len(idx), pa.string())
+        hit = self.table.take(idx.drop_null())
+        parts = []
+        for key, col, esc in self.pairs:
+            values = hit.column(col).combine_chunks()
+            values = values if values.type == pa.string() else pc.cast(values, pa.string())
+            parts.append((key, _escape_array(values) if esc else values))
+        text = _info_items(parts)
+        where = np.cumsum(valid) - 1
+        return pc.fill_null(text.take(pa.array(where, pa.int64(), mask=~valid)), "")
+
+
+def _escape_array(values: pa.Array) -> pa.Array:
+    """Vectorized :func:`escape_info_value` (nulls stay null). Each distinct value is escaped
+    once (review statuses and significances repeat across thousands of rows)."""
+    if not pc.any(pc.match_substring_regex(values, "[%;=,\t\n\r ]")).as_py():
+        return values
+    enc = pc.dictionary_encode(values)
+    out = enc.dictionary
+    for char, code in (("%", "%25"), *((c, v) for c, v in _ESCAPES.items() if c != "%")):
+        if pc.any(pc.match_substring(out, char)).as_py():
+            out = pc.replace_substring(out, char, code)
+    out = pc.replace_substring(out, " ", "_")
+    return out.take(enc.indices)
+
+
+def _info_items(pairs: list[tuple[str, pa.Array]]) -> pa.Array:
+    """';KEY=value' for every non-null value, concatenated per row ('' when all are null)."""
+    parts = [
+        pc.fill_null(pc.binary_join_element_wise(pa.scalar(f";{key}="), values, ""), "")
+        for key, values in pairs
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _clinvar_text(lookup: _Lookup) -> _KbText | None:
+    if lookup.table is None:
+        return None
+    pairs = [
+        (vcfinfo.CLNSIG, "clnsig", True),
+        (vcfinfo.CLNREVSTAT, "clnrevstat", True),
+        (vcfinfo.CLN_STARS, "stars", False),
+        (vcfinfo.CLNDN, "clndn", True),
+        (vcfinfo.CLNVID, "variation_id", True),
+        (vcfinfo.CLN_GENE, "gene", True),
+    ]
+    return _KbText(lookup.table, pairs)
+
+
+def _population_text(lookup: _Lookup) -> _KbText | None:
+    if lookup.table is None:
+        return None
+    return _KbText(lookup.table, [(vcfinfo.POP_AF, "af", False)])
+
+
+class _BgzfWriter:
+    """Writes BGZF (blocked gzip, as bgzip/htslib) with blocks compressed on two threads.
+
+    zlib releases the GIL, so blocks compress in parallel; the output is byte-identical
+    whatever the thread count (each block is compressed on its own, level 6, mtime 0).
+    """
+
+    _BLOCK = 0xFF00  # input bytes per block, as htslib
+    _EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "wb")  # noqa: SIM115
+        self._buf = bytearray()
+        self._pool = ThreadPoolExecutor(max_workers=2)
+
+    @staticmethod
+    def _compress(data: bytes) -> bytes:
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = comp.compress(data) + comp.flush()
+        size = len(body) + 25
+        header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+        tail = struct.pack("<II", zlib.crc32(data), len(data))
+        return header + struct.pack("<H", size) + body + tail
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) >= 64 * self._BLOCK:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        n = len(self._buf) if final else len(self._buf) - len(self._buf) % self._BLOCK
+        pieces = [bytes(self._buf[i : i + self._BLOCK]) for i in range(0, n, self._BLOCK)]
+        del self._buf[:n]
+        for block in self._pool.map(self._compress, pieces):
+            self._fh.write(block)
+
+    def close(self) -> None:
+        self._flush(final=True)
+        self._fh.write(self._EOF)
+        self._fh.close()
+        self._pool.shutdown()
+
+    def __enter__(self) -> _BgzfWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._fh.close()
+            self._pool.shutdown()
+
+
+def _string_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(data bytes, offsets) of a string array without nulls, as numpy views."""
+    if arr.type == pa.large_string():
+        arr = arr.cast(pa.string())
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    return data, offsets
+
+
+def _first_last_len(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First byte, last byte and length of every (non-empty) string of ``arr``."""
+    data, offsets = _string_bytes(arr)
+    lengths = np.diff(offsets)
+    if len(data) == 0:
+        zeros = np.zeros(len(lengths), np.uint8)
+        return zeros, zeros, lengths
+    first = data[np.minimum(offsets[:-1], len(data) - 1)]
+    last = data[np.maximum(offsets[1:] - 1, 0)]
+    return first, last, lengths
+
+
+def _joined_bytes(lines: pa.Array | pa.ChunkedArray) -> bytes:
+    """The concatenated values of a string array (each already ends in a newline)."""
+    chunks = lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]
+    out = []
+    for chunk in chunks:
+        data, offsets = _string_bytes(chunk)
+        out.append(data[offsets[0] : offsets[-1]].tobytes())
+    return b"".join(out)
+
+
+def _open_vcf_bytes(path: Path) -> BinaryIO:
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
+
+
+def _is_text_vcf(path: Path) -> bool:
+    """True for a plain or gzip/BGZF text VCF (False for BCF or unreadable files)."""
+    try:
+        with _open_vcf_bytes(path) as fh:
+            return fh.read(1) == b"#"
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def _read_header(fh: BinaryIO, path: Path) -> list[str]:
+    """Header lines (without newlines) up to and including '#CHROM'."""
+    lines: list[str] = []
+    for raw in fh:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        lines.append(line)
+        if line.startswith("#CHROM"):
+            return lines
+        if not line.startswith("##"):
+            break
+    raise CohortflowError(f"{path}: no '#CHROM' header line; this is not a VCF file, give a VCF")
+
+
+def _blocks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
+    """The data part of a VCF in blocks of whole lines."""
+    rest = b""
+    try:
+        while True:
+            chunk = fh.read(_BLOCK_BYTES)
+            if not chunk:
+                break
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                rest = chunk
+                continue
+            rest = chunk[cut:]
+            yield chunk[:cut]
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CohortflowError(
+            f"{path}: cannot read as VCF ({exc}); the file is truncated or corrupt"
+        ) from None
+    if rest.strip():
+        yield rest + b"\n"
+
+
+def _parse_block(block: bytes, names: list[str], path: Path) -> pa.Table:
+    try:
+        return pacsv.read_csv(
+            pa.py_buffer(block),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 26),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+        )
+    except (pa.ArrowInvalid, UnicodeError) as exc:
+        raise CohortflowError(
+            f"{path}: malformed VCF data line ({str(exc).splitlines()[0]}); every line needs "
+            f"{len(names)} tab-separated columns as the #CHROM line declares"
+        ) from None
+
+
+@dataclass
+class _Engine:
+    """State of one annotation run over the text of one VCF."""
+
+    source: Path  # the user's input (for messages)
+    reference: Path
+    fasta: pysam.FastaFile
+    ref_lengths: dict[str, int]
+    renames: dict[str, str]
+    fast: bool
+    clin: _KbText | None
+    pop: _KbText | None
+    with_csq: bool
+    samples: list[str]
+    want_findings: bool
+    skipped: Counter[str] = field(default_factory=Counter)
+    records: int = 0
+    looked_up: int = 0
+    with_consequence: int = 0
+    class_counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    contig_rank: dict[str, int] = field(default_factory=dict)
+    last: tuple[int, int] = (-1, -1)
+    needs_sort: bool = False
+    findings: list[pa.Table] = field(default_factory=list)
+    row_base: int = 0
+
+    # -- contigs and REF ----------------------------------------------------------------------
+
+    def _target(self, name: str) -> str:
+        if name in self.ref_lengths and name not in self.renames:
+            return name
+        if name in self.renames:
+            return self.renames[name]
+        found = map_contigs([name], self.ref_lengths).get(name)
+        if found is None:
+            return ""
+        self.renames[name] = found
+        return found
+
+    def contigs(self, chrom: pa.Array, pos: np.ndarray) -> pa.Array:
+        """Contig names on the reference; raises for a contig the reference does not have."""
+        enc = pc.dictionary_encode(chrom)
+        names = enc.dictionary.to_pylist()
+        targets = [self._target(n) for n in names]
+        if "" in targets:
+            bad = targets.index("")
+            i = int(np.flatnonzero(enc.indices.to_numpy() == bad)[0])
+            raise CohortflowError(
+                f"{self.source}: record at {names[bad]}:{pos[i]} is on a contig that is not in "
+                f"reference {self.reference}; annotate against the reference the variants "
+                "were called on"
             )
-            if has_bcsq:
-                best = most_severe(parse_bcsq(rec.info.get("BCSQ")))
-                if best is not None:
-                    csq[idx] = best
-    return alleles, csq
+        if targets == names:
+            return chrom
+        return pa.DictionaryArray.from_arrays(enc.indices, pa.array(targets)).cast(pa.string())
 
+    def check_ref(
+        self, chrom: pa.Array, pos: np.ndarray, ref: pa.Array
+    ) -> dict[str, tuple[int, str]]:
+        """Raise when a REF differs from the reference; out: per contig the fetched span."""
+        first, _, lengths = _first_last_len(ref)
+        codes = pc.dictionary_encode(chrom)
+        names = codes.dictionary.to_pylist()
+        idx = codes.indices.to_numpy(zero_copy_only=False)
+        spans: dict[str, tuple[int, str]] = {}
+        refs: list[str] | None = None
+        for k, name in enumerate(names):
+            rows = np.flatnonzero(idx == k)
+            start0 = int(pos[rows].min()) - 1
+            end0 = int((pos[rows] - 1 + lengths[rows]).max()) + 1
+            length = self.ref_lengths[name]
+            beyond = rows[pos[rows] - 1 + lengths[rows] > length]
+            if len(beyond):
+                i = int(beyond[0])
+                raise CohortflowError(
+                    f"{self.source}: record at {name}:{pos[i]} lies beyond the end of reference "
+                    f"contig {name} ({length} bp); the VCF is for another assembly"
+                )
+            seq = self.fasta.fetch(name, max(start0 - 1, 0), min(end0, length)).upper()
+            base0 = max(start0 - 1, 0)
+            spans[name] = (base0, seq)
+            seq_b = np.frombuffer(seq.encode(), np.uint8)
+            single = rows[lengths[rows] == 1]
+            bad = single[seq_b[pos[single] - 1 - base0] != first[single]]
+            longer = rows[lengths[rows] > 1]
+            if len(longer) and refs is None:
+                refs = ref.to_pylist()
+            for i in longer:
+                p0 = int(pos[i]) - 1 - base0
+                if seq[p0 : p0 + int(lengths[i])] != refs[i]:  # type: ignore[index]
+                    bad = np.append(bad, i)
+            if len(bad):
+                i = int(np.min(bad))
+                r = ref[i].as_py()
+                p0 = int(pos[i]) - 1 - base0
+                raise CohortflowError(
+                    f"{self.source}: REF {r!r} at {name}:{pos[i]} does not match reference "
+                    f"{self.reference} ({seq[p0 : p0 + len(r)]!r}); the variants were made "
+                    "against another reference, annotate against that one"
+                )
+        return spans
 
-def _class_counts(
-    alleles: list[_Allele | None], matched: dict[int, Any]
-) -> dict[str, dict[str, int]]:
-    counts = {c: {"looked_up": 0, "matched": 0} for c in VARIANT_CLASSES}
-    for a in alleles:
-        if a is None:
-            continue
-        counts[a.vclass]["looked_up"] += 1
-        if a.idx in matched:
-            counts[a.vclass]["matched"] += 1
-    return counts
+    # -- one block ------------------------------------------------------------------------------
 
+    def block(self, tbl: pa.Table) -> bytes:
+        """Annotate one block of records; out: the VCF text of the block."""
+        n = tbl.num_rows
+        self.records += n
+        cols = {name: tbl.column(i).combine_chunks() for i, name in enumerate(tbl.column_names)}
+        try:
+            pos = pc.cast(cols["POS"], pa.int64()).to_numpy()
+        except pa.ArrowInvalid:
+            raise CohortflowError(
+                f"{self.source}: a POS value is not a whole number; the VCF is malformed"
+            ) from None
+        alt = pc.utf8_upper(cols["ALT"])
+        if self.fast and pc.any(pc.match_substring(alt, ",")).as_py():
+            raise _NeedsGeneralPath
+        chrom = self.contigs(cols["CHROM"], pos)
+        ref = pc.utf8_upper(cols["REF"])
+        self.check_ref(chrom, pos, ref)
+        alt_ok = pc.match_substring_regex(alt, "^[ACGT]+$").to_numpy(zero_copy_only=False)
+        ref_ok = pc.match_substring_regex(ref, "^[ACGT]+$").to_numpy(zero_copy_only=False)
+        same = pc.equal(ref, alt).to_numpy(zero_copy_only=False)
+        self.skipped["alt_not_sequence"] += int(np.sum(~alt_ok))
+        self.skipped["ref_not_acgt"] += int(np.sum(alt_ok & ~ref_ok))
+        self.skipped["alt_equals_ref"] += int(np.sum(alt_ok & ref_ok & same))
+        ok = alt_ok & ref_ok & ~same
+        self.looked_up += int(ok.sum())
+        chrom, pos, ref, alt, moved = self.normalize(chrom, pos, ref, alt, ok)
+        self.order(chrom, pos)
+        pos_text = pc.cast(pa.array(pos), pa.string()) if moved else cols["POS"]
+        vid = pc.if_else(
+            pa.array(ok), pc.binary_join_element_wise(chrom, pos_text, ref, alt, "-"), None
+        )
+        vclass = _classes(ref, alt)
+        clin_idx = self.clin.match(chrom, pos, vid) if self.clin else None
+        pop_idx = self.pop.match(chrom, pos, vid) if self.pop else None
+        for name, idx in (("clinvar", clin_idx), ("population", pop_idx)):
+            if idx is None:
+                continue
+            matched = idx.is_valid().to_numpy(zero_copy_only=False)
+            counts = self.class_counts.setdefault(
+                name, {"looked_up": np.zeros(4, np.int64), "matched": np.zeros(4, np.int64)}
+            )
+            counts["looked_up"] += np.bincount(vclass[ok], minlength=4)
+            counts["matched"] += np.bincount(vclass[matched], minlength=4)
+        csq = self.consequences(cols["INFO"]) if self.with_csq else {}
+        self.with_consequence += len(csq)
+        info = self.info(cols["INFO"], clin_idx, pop_idx, csq)
+        out_cols = [chrom, pos_text, cols["ID"], ref if moved else cols["REF"]]
+        out_cols += [alt if moved else cols["ALT"], cols["QUAL"], cols["FILTER"], info]
+        out_cols += [cols[name] for name in tbl.column_names[8:]]
+        lines = pc.binary_join_element_wise(*out_cols, "\t")
+        text = _joined_bytes(pc.binary_join_element_wise(lines, pa.scalar(""), "\n"))
+        self.collect_findings(cols, chrom, pos, ref, alt, vid, clin_idx, pop_idx, csq)
+        self.row_base += n
+        return text
 
-def _output_header(
-    src: pysam.VariantHeader, release: str | None, with_csq: bool
-) -> pysam.VariantHeader:
-    header = src.copy()
-    header.add_line(f"##cohortflow_kb_release={release or 'unknown'}")
-    for key, kind, desc in (*_INFO_DEFS, *(_CSQ_DEFS if with_csq else ())):
-        header.info.add(key, 1, kind, desc)
-    return header
+    def normalize(
+        self, chrom: pa.Array, pos: np.ndarray, ref: pa.Array, alt: pa.Array, ok: np.ndarray
+    ) -> tuple[pa.Array, np.ndarray, pa.Array, pa.Array, bool]:
+        """Left-align and trim the alleles that need it (in Python, one by one)."""
+        r_first, r_last, r_len = _first_last_len(ref)
+        a_first, a_last, a_len = _first_last_len(alt)
+        snv = (r_len == 1) & (a_len == 1)
+        # An anchored indel is left-aligned iff the last base of the longer allele differs from
+        # the anchor; then it cannot shift left (vt/bcftools normal form).
+        ins = (r_len == 1) & (a_len > 1) & (r_first == a_first) & (a_last != a_first)
+        dele = (a_len == 1) & (r_len > 1) & (r_first == a_first) & (r_last != r_first)
+        # an MNV is trimmed already when its first and its last bases differ
+        mnv = (r_len == a_len) & (r_len > 1) & (r_first != a_first) & (r_last != a_last)
+        todo = np.flatnonzero(ok & ~snv & ~ins & ~dele & ~mnv)
+        if len(todo) == 0:
+            return chrom, pos, ref, alt, False
+        chroms, refs, alts = chrom.to_pylist(), ref.to_pylist(), alt.to_pylist()
+        pos = pos.copy()
+        moved = False
+        for i in todo:
+            p, r, a = normalize_allele(self.fasta, chroms[i], int(pos[i]), refs[i], alts[i])
+            if (p, r, a) != (pos[i], refs[i], alts[i]):
+                pos[i], refs[i], alts[i] = p, r, a
+                moved = True
+        if not moved:
+            return chrom, pos, ref, alt, False
+        return chrom, pos, pa.array(refs, pa.string()), pa.array(alts, pa.string()), True
 
+    def order(self, chrom: pa.Array, pos: np.ndarray) -> None:
+        """Note when records are out of (contig, position) order, so the output gets sorted."""
+        enc = pc.dictionary_encode(chrom)
+        names = enc.dictionary.to_pylist()
+        local = enc.indices.to_numpy(zero_copy_only=False)
+        ranks = np.array([self.contig_rank.setdefault(n, len(self.contig_rank)) for n in names])
+        # A contig that comes back after another one has a rank below its predecessor's.
+        rank = ranks[local] if len(local) else np.zeros(0, np.int64)
+        prev_rank = np.concatenate([[self.last[0]], rank[:-1]])
+        prev_pos = np.concatenate([[self.last[1]], pos[:-1]])
+        backwards = (rank < prev_rank) | ((rank == prev_rank) & (pos < prev_pos))
+        if np.any(backwards):
+            self.needs_sort = True
+        if len(rank):
+            self.last = (int(rank[-1]), int(pos[-1]))
 
-def _filter_text(rec: pysam.VariantRecord) -> str:
-    keys = [str(k) for k in rec.filter.keys()]
-    return ";".join(keys) if keys else "."
+    def consequences(self, info: pa.Array) -> dict[int, Consequence]:
+        """Row -> most severe bcftools csq consequence, from INFO/BCSQ."""
+        found = pc.extract_regex(info, r"(?:^|;)BCSQ=(?P<b>[^;]*)")
+        values = found.field("b")
+        out: dict[int, Consequence] = {}
+        for i in np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False)):
+            best = most_severe(parse_bcsq(values[int(i)].as_py()))
+            if best is not None:
+                out[int(i)] = best
+        return out
 
+    def info(
+        self,
+        info: pa.Array,
+        clin_idx: pa.Array | None,
+        pop_idx: pa.Array | None,
+        csq: dict[int, Consequence],
+    ) -> pa.Array:
+        """The INFO column with the KB (and csq) fields added."""
+        parts = [pc.if_else(pc.equal(info, "."), "", info)]
+        if self.clin is not None and clin_idx is not None:
+            parts.append(self.clin.info(clin_idx))
+        if self.pop is not None and pop_idx is not None:
+            parts.append(self.pop.info(pop_idx))
+        if self.with_csq:
+            parts.append(self.csq_info(len(info), clin_idx, csq))
+        joined = pc.binary_join_element_wise(*parts, "") if len(parts) > 1 else parts[0]
+        joined = pc.utf8_ltrim(joined, characters=";")
+        return pc.if_else(pc.equal(joined, ""), ".", joined)
 
-def _tsv(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value).replace("\t", " ").replace("\n", " ")
-
-
-def _write(
-    src_path: Path,
-    tmp_vcf: Path,
-    alleles: list[_Allele | None],
-    clin: dict[int, dict[str, Any]],
-    pop: dict[int, dict[str, Any]],
-    csq: dict[int, Consequence],
-    release: str | None,
-    with_csq: bool,
-) -> tuple[list[list[str]], bool]:
-    """Second pass: annotated records to ``tmp_vcf`` (BGZF); findings rows; needs-sort flag."""
-    findings: list[list[str]] = []
-    needs_sort = False
-    last: tuple[str, int] | None = None
-    with _open_variants(src_path) as vf:
-        header = _output_header(vf.header, release, with_csq)
-        samples = list(header.samples)
-        with pysam.VariantFile(str(tmp_vcf), "wz", header=header) as out:
-            for idx, rec in enumerate(vf):
-                rec.translate(header)
-                a = alleles[idx]
-                if a is not None and a.moved:
-                    rec.pos = a.pos1  # after bcftools norm this is only MNP trimming
-                    rec.alleles = (a.ref, a.alt)
-                if last is not None and last[0] == rec.chrom and rec.pos < last[1]:
-                    needs_sort = True
-                last = (rec.chrom, rec.pos)
-                cv = clin.get(idx)
-                if cv is not None:
-                    for key, col in (
-                        (vcfinfo.CLNSIG, "clnsig"),
-                        (vcfinfo.CLNREVSTAT, "clnrevstat"),
-                        (vcfinfo.CLNDN, "clndn"),
-                        (vcfinfo.CLNVID, "variation_id"),
-                        (vcfinfo.CLN_GENE, "gene"),
-                    ):
-                        if cv[col] is not None:
-                            rec.info[key] = escape_info_value(str(cv[col]))
-                    rec.info[vcfinfo.CLN_STARS] = int(cv["stars"])
-                pv = pop.get(idx)
-                if pv is not None and pv["af"] is not None:
-                    rec.info[vcfinfo.POP_AF] = float(pv["af"])
-                cq = csq.get(idx)
-                gene = (cq.gene if cq else None) or (cv["gene"] if cv else None)
-                if with_csq:
-                    if gene:
-                        rec.info[vcfinfo.GENE] = escape_info_value(gene)
-                    if cq is not None:
-                        rec.info[vcfinfo.CONSEQUENCE] = escape_info_value(cq.consequence)
-                        if cq.protein_change:
-                            rec.info[vcfinfo.PROTEIN_CHANGE] = escape_info_value(cq.protein_change)
-                out.write(rec)
-                if a is None or (cv is None and cq is None):
-                    continue
-                for sample in samples:
-                    call = rec.samples[sample]
-                    gt = call.get("GT")
-                    zyg = zygosity(gt)
-                    if zyg is None:
-                        continue
-                    findings.append(
-                        [
-                            _tsv(v)
-                            for v in (
-                                sample,
-                                a.vid,
-                                a.contig,
-                                a.pos1,
-                                a.ref,
-                                a.alt,
-                                genotype_text(gt, call.phased),
-                                zyg,
-                                gene,
-                                cq.consequence if cq else None,
-                                cq.protein_change if cq else None,
-                                cv["clnsig"] if cv else None,
-                                cv["stars"] if cv else None,
-                                cv["clndn"] if cv else None,
-                                cv["variation_id"] if cv else None,
-                                pv["af"] if pv else None,
-                                _filter_text(rec),
-                            )
-                        ]
+    def csq_info(self, n: int, clin_idx: pa.Array | None, csq: dict[int, Consequence]) -> pa.Array:
+        genes: list[str | None] = [None] * n
+        if self.clin is not None and clin_idx is not None:
+            genes = self.clin.table.column("gene").take(clin_idx).to_pylist()
+        text = []
+        for i in range(n):
+            cq = csq.get(i)
+            gene = (cq.gene if cq else None) or genes[i]
+            items = []
+            if gene:
+                items.append(f";{vcfinfo.GENE}={escape_info_value(gene)}")
+            if cq is not None:
+                items.append(f";{vcfinfo.CONSEQUENCE}={escape_info_value(cq.consequence)}")
+                if cq.protein_change:
+                    items.append(
+                        f";{vcfinfo.PROTEIN_CHANGE}={escape_info_value(cq.protein_change)}"
                     )
-    return findings, needs_sort
+                if cq.transcript:
+                    items.append(f";{TRANSCRIPT}={escape_info_value(cq.transcript)}")
+            text.append("".join(items))
+        return pa.array(text, pa.string())
+
+    # -- findings ---------------------------------------------------------------------------
+
+    def collect_findings(
+        self,
+        cols: dict[str, pa.Array],
+        chrom: pa.Array,
+        pos: np.ndarray,
+        ref: pa.Array,
+        alt: pa.Array,
+        vid: pa.Array,
+        clin_idx: pa.Array | None,
+        pop_idx: pa.Array | None,
+        csq: dict[int, Consequence],
+    ) -> None:
+        """Rows of the findings table for this block: every sample carrying a KB/csq hit."""
+        if not self.samples or not self.want_findings:
+            return
+        hit = np.zeros(len(vid), bool)
+        if clin_idx is not None:
+            hit |= clin_idx.is_valid().to_numpy(zero_copy_only=False)
+        for i in csq:
+            hit[i] = True
+        hit &= vid.is_valid().to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(hit)
+        if len(rows) == 0:
+            return
+        take = pa.array(rows)
+        fmt = cols["FORMAT"].take(take)
+        has_gt = pc.or_(pc.equal(fmt, "GT"), pc.starts_with(fmt, "GT:"))
+        per_sample = []
+        for s_idx, sample in enumerate(self.samples):
+            raw = cols[sample].take(take)
+            gt = pc.if_else(
+                has_gt, pc.list_element(pc.split_pattern(raw, ":", max_splits=1), 0), None
+            )
+            enc = pc.dictionary_encode(gt)
+            zyg_of = [_zygosity_text(g) for g in enc.dictionary.to_pylist()]
+            zyg = pa.DictionaryArray.from_arrays(enc.indices, pa.array(zyg_of, pa.string())).cast(
+                pa.string()
+            )
+            carried = zyg.is_valid()
+            sub = pc.indices_nonzero(carried)
+            if len(sub) == 0:
+                continue
+            r = rows[sub.to_numpy()]
+            per_sample.append(
+                self.finding_rows(
+                    sample,
+                    s_idx,
+                    r,
+                    gt.take(sub),
+                    zyg.take(sub),
+                    cols,
+                    chrom,
+                    pos,
+                    ref,
+                    alt,
+                    vid,
+                    clin_idx,
+                    pop_idx,
+                    csq,
+                )
+            )
+        self.findings.extend(per_sample)
+
+    def finding_rows(
+        self,
+        sample: str,
+        s_idx: int,
+        r: np.ndarray,
+        gt: pa.Array,
+        zyg: pa.Array,
+        cols: dict[str, pa.Array],
+        chrom: pa.Array,
+        pos: np.ndarray,
+        ref: pa.Array,
+        alt: pa.Array,
+        vid: pa.Array,
+        clin_idx: pa.Array | None,
+        pop_idx: pa.Array | None,
+        csq: dict[int, Consequence],
+    ) -> pa.Table:
+        take = pa.array(r)
+        n = len(r)
+        clin_cols: dict[str, list[Any]] = {}
+        for col in ("clnsig", "clnrevstat", "stars", "clndn", "variation_id", "gene"):
+            if self.clin is not None and clin_idx is not None:
+                clin_cols[col] = self.clin.table.column(col).take(clin_idx.take(take)).to_pylist()
+            else:
+                clin_cols[col] = [None] * n
+        afs: list[Any] = [None] * n
+        if self.pop is not None and pop_idx is not None:
+            afs = self.pop.table.column("af").take(pop_idx.take(take)).to_pylist()
+        cqs = [csq.get(int(i)) for i in r]
+        genes = [
+            (cq.gene if cq else None) or g for cq, g in zip(cqs, clin_cols["gene"], strict=True)
+        ]
+        data = {
+            "sample": [sample] * n,
+            "variant_id": vid.take(take),
+            "contig": chrom.take(take),
+            "pos": pa.array(pos[r]),
+            "ref": ref.take(take),
+            "alt": alt.take(take),
+            "gt": gt,
+            "zygosity": zyg,
+            "gene": genes,
+            "consequence": [cq.consequence if cq else None for cq in cqs],
+            "protein_change": [cq.protein_change if cq else None for cq in cqs],
+            "clnsig": clin_cols["clnsig"],
+            "stars": clin_cols["stars"],
+            "clndn": clin_cols["clndn"],
+            "variation_id": clin_cols["variation_id"],
+            "pop_af": [None if v is None else f"{v:.6g}" for v in afs],
+            "filter": cols["FILTER"].take(take),
+            "transcript": [cq.transcript if cq else None for cq in cqs],
+            "clnrevstat": clin_cols["clnrevstat"],
+            "_row": pa.array(r + self.row_base, pa.int64()),
+            "_sample": pa.array([s_idx] * n, pa.int64()),
+        }
+        return pa.table(
+            {k: (v if isinstance(v, pa.Array) else pa.array(v)) for k, v in data.items()}
+        )
+
+    def findings_text(self) -> tuple[str, int]:
+        """The findings TSV (header + rows in record, then sample order) and its row count."""
+        header = "\t".join(FINDINGS_COLUMNS) + "\n"
+        if not self.findings:
+            return header, 0
+        table = pa.concat_tables(self.findings, promote_options="permissive")
+        table = table.sort_by([("_row", "ascending"), ("_sample", "ascending")])
+        cols = []
+        for name in FINDINGS_COLUMNS:
+            col = pc.cast(table.column(name), pa.string())
+            col = pc.replace_substring(pc.replace_substring(col, "\t", " "), "\n", " ")
+            cols.append(pc.fill_null(col, ""))
+        lines = pc.binary_join_element_wise(*cols, "\t")
+        return header + "\n".join(lines.to_pylist()) + "\n", table.num_rows
+
+
+def _zygosity_text(gt: str | None) -> str | None:
+    """Zygosity of allele 1 in a GT text ('0/1' -> 'het', '1|1' -> 'hom_alt', '0/0' -> None)."""
+    if not gt:
+        return None
+    try:
+        alleles = tuple(None if a == "." else int(a) for a in re.split(r"[/|]", gt))
+    except ValueError:
+        return None
+    return zygosity(alleles)
+
+
+def _classes(ref: pa.Array, alt: pa.Array) -> np.ndarray:
+    """Variant class index per row (VARIANT_CLASSES order) of normalized alleles."""
+    r_first, _, r_len = _first_last_len(ref)
+    a_first, _, a_len = _first_last_len(alt)
+    out = np.full(len(r_len), 3, np.int64)
+    out[(r_len == 1) & (a_len == 1)] = 0
+    out[(r_len == 1) & (a_len > 1) & (r_first == a_first)] = 1
+    out[(a_len == 1) & (r_len > 1) & (r_first == a_first)] = 2
+    return out
+
+
+def _header_lines(
+    lines: list[str], renames: dict[str, str], release: str | None, with_csq: bool
+) -> str:
+    """The output header: contigs renamed, old release line dropped, our INFO lines added."""
+    out = []
+    for line in lines[:-1]:
+        if line.startswith("##cohortflow_kb_release="):
+            continue
+        if renames and line.startswith("##contig=<"):
+            m = re.search(r"ID=([^,>]+)", line)
+            if m and m.group(1) in renames:
+                line = line[: m.start(1)] + renames[m.group(1)] + line[m.end(1) :]
+        out.append(line)
+    out.append(f"##cohortflow_kb_release={release or 'unknown'}")
+    defs = (*_INFO_DEFS, *(_CSQ_DEFS if with_csq else ()))
+    for key, kind, desc in defs:
+        out.append(f'##INFO=<ID={key},Number=1,Type={kind},Description="{desc}">')
+    out.append(lines[-1])
+    return "\n".join(out) + "\n"
+
+
+def _run_engine(text_vcf: Path, engine: _Engine, release: str | None, bgzf_out: Path) -> None:
+    """Read ``text_vcf`` block by block through ``engine``; write the annotated VCF (BGZF)."""
+    with _open_vcf_bytes(text_vcf) as fh, _BgzfWriter(bgzf_out) as out:
+        header = _read_header(fh, engine.source)
+        names = header[-1].lstrip("#").split("\t")
+        if names[:8] != list(_FIXED):
+            raise CohortflowError(
+                f"{engine.source}: the #CHROM line does not name the 8 VCF columns; give a VCF"
+            )
+        engine.samples = names[9:]
+        out.write(_header_lines(header, engine.renames, release, engine.with_csq).encode())
+        for block in _blocks(fh, engine.source):
+            out.write(engine.block(_parse_block(block, names, engine.source)))
+
+
+def _strip_needed(in_vcf: Path) -> list[str]:
+    with _open_variants(in_vcf) as vf:
+        return [k for k in (*vcfinfo.ANNOTATION_FIELDS, TRANSCRIPT, "BCSQ") if k in vf.header.info]
 
 
 def annotate_vcf(
@@ -655,10 +1241,12 @@ def annotate_vcf(
     In: a variant VCF/BCF on ``reference`` (contigs 'chr1' or '1' style are mapped onto the
     reference's names; records may be multiallelic or not left-aligned), a KB folder from
     :func:`cohortflow.kb.build_kb`, an indexed FASTA, an optional Ensembl-style GFF3.
-    Out: ``out_vcf`` (BGZF, + .tbi) with one ALT per record, ``findings_tsv`` and
-    ``audit_json`` when given; returns the audit dict (counts per KB and variant class).
-    Positions are 1-based. Raises CohortflowError for unreadable inputs, contigs not in the
-    reference, REF alleles that differ from the reference, and KBs for another assembly.
+    Out: ``out_vcf`` (BGZF, + .tbi) with one ALT per record, alleles in normal form (1-based
+    POS), ``findings_tsv`` and ``audit_json`` when given; returns the audit dict (counts per KB
+    and variant class, contig renames). Raises CohortflowError for unreadable inputs, contigs
+    not in the reference, REF alleles that differ from the reference, and KBs for another
+    assembly. A text VCF that is already split (the pipeline's calls) is read directly; other
+    inputs (BCF, multiallelic records, old annotations, consequences) go through bcftools first.
     """
     in_vcf, kb_dir, reference, out_vcf = Path(in_vcf), Path(kb_dir), Path(reference), Path(out_vcf)
     if not in_vcf.is_file():
@@ -667,7 +1255,6 @@ def annotate_vcf(
     kb = load_kb(kb_dir)
     release = kb.manifest.get("clinvar_release")
     out_vcf.parent.mkdir(parents=True, exist_ok=True)
-    skipped: Counter[str] = Counter()
     with (
         pysam.FastaFile(str(reference)) as fasta,
         tempfile.TemporaryDirectory(dir=out_vcf.parent, prefix=".tmp.annotate.") as tmp_text,
@@ -675,54 +1262,157 @@ def annotate_vcf(
         tmp = Path(tmp_text)
         clin_lookup = _kb_lookup("clinvar", kb.clinvar, kb, reference, ref_lengths, fasta)
         pop_lookup = _kb_lookup("population", kb.population, kb, reference, ref_lengths, fasta)
-        prepared = _prepare(in_vcf, reference, gff3, ref_lengths, tmp)
-        alleles, csq = _scan(prepared, fasta, skipped)
-        present = [a for a in alleles if a is not None]
-        idx = [a.idx for a in present]
-        ids = [a.vid for a in present]
-        clin = _match(
-            clin_lookup,
-            idx,
-            ids,
-            ["clnsig", "clnrevstat", "stars", "clndn", "variation_id", "gene"],
-        )
-        pop = _match(pop_lookup, idx, ids, ["af"])
-        unsorted_vcf = tmp / "annotated.vcf.gz"
-        findings, needs_sort = _write(
-            prepared, unsorted_vcf, alleles, clin, pop, csq, release, gff3 is not None
-        )
+        clin, pop = _clinvar_text(clin_lookup), _population_text(pop_lookup)
+        renames = _sample_contigs(in_vcf, ref_lengths, reference)
+        strip = _strip_needed(in_vcf)
+        plain = tmp / "annotated.vcf.gz"
+
+        def run(text_vcf: Path, fast: bool, names: dict[str, str]) -> _Engine:
+            engine = _Engine(
+                in_vcf,
+                reference,
+                fasta,
+                ref_lengths,
+                dict(names),
+                fast,
+                clin,
+                pop,
+                gff3 is not None,
+                [],
+                findings_tsv is not None,
+            )
+            _run_engine(text_vcf, engine, release, plain)
+            return engine
+
+        engine = None
+        if gff3 is None and not strip and _is_text_vcf(in_vcf):
+            try:
+                engine = run(in_vcf, True, renames)
+            except _NeedsGeneralPath:
+                log.info("%s: multiallelic records; splitting them with bcftools norm", in_vcf)
+        if engine is None:
+            prepared = _prepare(in_vcf, reference, gff3, ref_lengths, renames, strip, tmp)
+            engine = run(prepared, False, {})
+            engine.renames = renames
         with atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, _tmp_tbi):
-            if needs_sort:
-                bcftools(["sort", "-Oz", "-o", tmp_vcf, unsorted_vcf], f"sorting {out_vcf}")
+            if engine.needs_sort:
+                bcftools(["sort", "-Oz", "-o", tmp_vcf, plain], f"sorting {out_vcf}")
             else:
-                unsorted_vcf.replace(tmp_vcf)
+                plain.replace(tmp_vcf)
             pysam.tabix_index(str(tmp_vcf), preset="vcf", force=True)
+        findings_text, n_findings = engine.findings_text()
     audit: dict[str, Any] = {
         "input": str(in_vcf),
         "kb": str(kb_dir),
         "kb_release": release,
-        "records": len(alleles),
-        "alleles_looked_up": len(present),
-        "skipped": dict(sorted(skipped.items())),
+        "records": engine.records,
+        "alleles_looked_up": engine.looked_up,
+        "skipped": {k: v for k, v in sorted(engine.skipped.items()) if v},
+        "contig_renames": dict(sorted(engine.renames.items())),
         "kb_normalized_here": clin_lookup.rekeyed,
         "kb_ref_mismatch": clin_lookup.ref_mismatch,
-        "clinvar": _class_counts(alleles, clin),
-        "population": _class_counts(alleles, pop) if pop_lookup.table is not None else None,
-        "with_consequence": len(csq) if gff3 is not None else None,
-        "findings": len(findings),
+        "clinvar": _audit_counts(engine, "clinvar"),
+        "population": _audit_counts(engine, "population") if pop is not None else None,
+        "with_consequence": engine.with_consequence if gff3 is not None else None,
+        "findings": n_findings,
     }
     if findings_tsv is not None:
         with atomic_output(Path(findings_tsv)) as tmp_tsv:
-            lines = ["\t".join(FINDINGS_COLUMNS)] + ["\t".join(r) for r in findings]
-            tmp_tsv.write_text("\n".join(lines) + "\n")
+            tmp_tsv.write_text(findings_text)
     if audit_json is not None:
         with atomic_output(Path(audit_json)) as tmp_json:
             tmp_json.write_text(json.dumps(audit, indent=2, sort_keys=True) + "\n")
+    matched = audit["clinvar"]
     log.info(
         "%s: %d alleles, %d ClinVar matches, %d findings",
         out_vcf,
-        len(present),
-        len(clin),
-        len(findings),
+        engine.looked_up,
+        sum(v["matched"] for v in matched.values()),
+        n_findings,
     )
     return audit
+
+
+def _audit_counts(engine: _Engine, name: str) -> dict[str, dict[str, int]]:
+    counts = engine.class_counts.get(name)
+    out = {}
+    for k, cls in enumerate(VARIANT_CLASSES):
+        out[cls] = {
+            "looked_up": int(counts["looked_up"][k]) if counts else 0,
+            "matched": int(counts["matched"][k]) if counts else 0,
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- optional wrappers
+# VEP and snpEff are not needed by the default path (bcftools csq, embedded in pysam); these
+# build their command lines for users who choose them (envs/vep.yaml, envs/snpeff.yaml).
+
+
+def vep_command(
+    in_vcf: Path,
+    out_vcf: Path,
+    reference: Path,
+    cache_dir: Path,
+    assembly: str,
+    species: str = "homo_sapiens",
+    threads: int = 1,
+    cache_version: int | None = None,
+) -> list[str]:
+    """The ``vep`` command that writes a bgzipped VCF with CSQ (most severe per allele flagged).
+
+    In: input VCF, output path (``.vcf.gz``), indexed FASTA, VEP cache folder, assembly
+    ('GRCh38'/'GRCh37'), species, threads and an optional cache version. Offline: no network.
+    Raises CohortflowError for an assembly VEP does not know.
+    """
+    if assembly not in ("GRCh38", "GRCh37"):
+        raise CohortflowError(
+            f"VEP needs assembly GRCh38 or GRCh37, not {assembly!r}; set reference.build"
+        )
+    cmd = [
+        "vep",
+        "--input_file",
+        str(in_vcf),
+        "--output_file",
+        str(out_vcf),
+        "--format",
+        "vcf",
+        "--vcf",
+        "--compress_output",
+        "bgzip",
+        "--offline",
+        "--cache",
+        "--dir_cache",
+        str(cache_dir),
+        "--species",
+        species,
+        "--assembly",
+        assembly,
+        "--fasta",
+        str(reference),
+        "--hgvs",
+        "--symbol",
+        "--canonical",
+        "--flag_pick_allele",
+        "--allele_number",
+        "--no_stats",
+        "--force_overwrite",
+        "--fork",
+        str(max(1, threads)),
+    ]
+    if cache_version is not None:
+        cmd += ["--cache_version", str(cache_version)]
+    return cmd
+
+
+def snpeff_command(
+    in_vcf: Path, genome: str, data_dir: Path | None = None, memory_gb: int = 4
+) -> list[str]:
+    """The ``snpEff ann`` command (VCF to stdout, ANN field) for genome database ``genome``
+    (e.g. 'GRCh38.105'); ``data_dir`` is where snpEff keeps its databases."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", genome):
+        raise CohortflowError(f"snpEff genome {genome!r} is not a database name like GRCh38.105")
+    cmd = ["snpEff", f"-Xmx{max(1, memory_gb)}g", "ann", "-noStats", "-nodownload"]
+    if data_dir is not None:
+        cmd += ["-dataDir", str(data_dir)]
+    return [*cmd, genome, str(in_vcf)]

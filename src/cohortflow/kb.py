@@ -66,7 +66,25 @@ CLINVAR_SCHEMA = pa.schema(
         ("allele_id", pa.int64()),
         ("oncogenicity", pa.string()),
         ("release", pa.string()),
+        # CLNSIGCONF: the classifications behind a 'Conflicting' CLNSIG, e.g.
+        # 'Uncertain_significance(11)|Likely_benign(1)'
+        ("clnsigconf", pa.string()),
+        # ClinVar's oncogenicity (ONC*) and somatic clinical impact (SCI*) classifications
+        ("oncogenicity_review_status", pa.string()),
+        ("oncogenicity_condition", pa.string()),
+        ("somatic_impact", pa.string()),
+        ("somatic_impact_review_status", pa.string()),
+        ("somatic_impact_condition", pa.string()),
     ]
+)
+# ClinVar INFO key -> CLINVAR_SCHEMA column, for the fields copied as they are (percent-decoded).
+_CLINVAR_EXTRA = (
+    ("CLNSIGCONF", "clnsigconf"),
+    ("ONCREVSTAT", "oncogenicity_review_status"),
+    ("ONCDN", "oncogenicity_condition"),
+    ("SCI", "somatic_impact"),
+    ("SCIREVSTAT", "somatic_impact_review_status"),
+    ("SCIDN", "somatic_impact_condition"),
 )
 
 POPULATION_SCHEMA = pa.schema(
@@ -75,8 +93,11 @@ POPULATION_SCHEMA = pa.schema(
         ("af", pa.float64()),
         ("ac", pa.int64()),
         ("an", pa.int64()),
+        # per-population AF when the VCF has INFO AF_<pop> (gnomAD: AF_afr, AF_nfe, ...)
+        ("af_by_population", pa.map_(pa.string(), pa.float64())),
     ]
 )
+_POP_AF_KEY = re.compile(r"AF_([A-Za-z0-9]+(?:_[A-Za-z0-9]+)*)")
 
 COLLISION_RULE = (
     "clinvar: keep the record with the most review stars, then the most severe CLNSIG "
@@ -84,6 +105,12 @@ COLLISION_RULE = (
     "Uncertain_significance > other > Likely_benign > Benign/Likely_benign > Benign > "
     "not_provided), then the lowest variation ID; population: keep the record with the "
     "largest AN, then the largest AC, then the first in the file"
+)
+
+# A record carries a ClinVar assertion when it has one of these INFO keys (NCBI current and
+# pre-2017 schemas, MacArthur-lab re-processing).
+_CLINVAR_KEYS = frozenset(
+    {"CLNSIG", "CLNREVSTAT", "CLNSIGCONF", "ONC", "SCI", "CLNALLE", "CLINICAL_SIGNIFICANCE"}
 )
 
 # ClinVar review status -> stars (https://www.ncbi.nlm.nih.gov/clinvar/docs/review_status/).
@@ -262,11 +289,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
 def _open_text(path: Path) -> TextIO:
     if not path.is_file():
         raise CohortflowError(f"{path}: file not found; check the path")
     with open(path, "rb") as fh:
-        magic = fh.read(2)
+        head = fh.read(14)
+        magic = head[:2]
+        if magic == b"\x1f\x8b" and head[3:4] == b"\x04" and head[12:14] == b"BC":
+            # BGZF: a complete file ends with the empty end-of-file block
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - len(_BGZF_EOF)))
+            if fh.read() != _BGZF_EOF:
+                raise CohortflowError(
+                    f"{path}: cannot read as VCF: the file is truncated or corrupt (its BGZF "
+                    "end-of-file block is missing); download or bgzip it again"
+                )
     if magic == b"\x1f\x8b":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
@@ -513,6 +554,8 @@ def _clinvar_rows(
             continue
         contig, pos_text, vid, ref, alts = fields[0], fields[1], fields[2], fields[3], fields[4]
         info = parse_info(fields[7])
+        if not _CLINVAR_KEYS.intersection(info):
+            normalizer.skipped["no_clinvar_fields"] += 1
         legacy = "CLNALLE" in info
         gene = _first_gene(info.get("GENEINFO"))
         if "CLNSIG" not in info and "CLINICAL_SIGNIFICANCE" in info:
@@ -530,6 +573,7 @@ def _clinvar_rows(
         allele_text = info.get("ALLELEID", "")
         allele_id = int(allele_text) if allele_text.isdigit() else None
         onc = _opt(info, "ONC")
+        extra = [(col, _opt(info, key)) for key, col in _CLINVAR_EXTRA]
         for index, alt in enumerate(alts.split(","), start=1):
             n_alleles += 1
             if legacy:
@@ -556,6 +600,8 @@ def _clinvar_rows(
             cols["allele_id"].append(allele_id)
             cols["oncogenicity"].append(onc)
             cols["release"].append(release)
+            for col, value in extra:
+                cols[col].append(value)
     return cols, n_alleles
 
 
@@ -625,9 +671,10 @@ def _number(text: str, kind: type) -> Any:
 
 
 def _population_rows(
-    rows: Iterator[list[str]], normalizer: _Normalizer
+    rows: Iterator[list[str]], normalizer: _Normalizer, pop_keys: set[str]
 ) -> tuple[dict[str, list[Any]], int]:
-    """Population data lines -> column lists (per ALT: AF, AC from Number=A fields, AN)."""
+    """Population data lines -> column lists (per ALT: AF, AC from Number=A fields, AN, and
+    AF_<population> for the keys in ``pop_keys``)."""
     cols: dict[str, list[Any]] = {name: [] for name in POPULATION_SCHEMA.names}
     n_alleles = 0
     for fields in rows:
@@ -638,6 +685,11 @@ def _population_rows(
             continue
         info = parse_info(fields[7])
         alts = fields[4].split(",")
+        by_pop = [
+            (m.group(1), info[key].split(","))
+            for key in info
+            if (m := _POP_AF_KEY.fullmatch(key)) and key in pop_keys
+        ]
         afs = info.get("AF", "").split(",")
         acs = info.get("AC", "").split(",")
         an = _number(info.get("AN", ""), int)
@@ -662,6 +714,14 @@ def _population_rows(
             cols["af"].append(af)
             cols["ac"].append(ac)
             cols["an"].append(an)
+            pops = [
+                (name, _number(values[index], float))
+                for name, values in by_pop
+                if index < len(values)
+            ]
+            cols["af_by_population"].append(
+                [(k, v) for k, v in sorted(pops) if v is not None] if by_pop else None
+            )
     return cols, n_alleles
 
 
@@ -701,10 +761,17 @@ def _process(
     if kind == "clinvar":
         release = parse_release(header.meta.get("fileDate"))
         cols, n_alleles = _clinvar_rows(rows, normalizer, release)
+        lacking = normalizer.skipped.pop("no_clinvar_fields", 0)
+        if normalizer.records and lacking == normalizer.records:
+            raise CohortflowError(
+                f"{source}: none of its {lacking} records has a ClinVar field (CLNSIG, "
+                "CLNREVSTAT, ONC, SCI); this is not a ClinVar VCF, give the NCBI ClinVar VCF"
+            )
         keep, collisions = _resolve(cols, _clinvar_key(cols))
         schema = CLINVAR_SCHEMA
     else:
-        cols, n_alleles = _population_rows(rows, normalizer)
+        pop_keys = {k for k in header.info_ids if _POP_AF_KEY.fullmatch(k)}
+        cols, n_alleles = _population_rows(rows, normalizer, pop_keys)
         keep, collisions = _resolve(cols, _population_key(cols))
         schema = POPULATION_SCHEMA
     normalizer.check_records()

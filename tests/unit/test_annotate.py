@@ -360,6 +360,7 @@ def test_consequences_from_gff3(inputs: dict[str, Path]) -> None:
     assert missense[vcfinfo.CONSEQUENCE] == "missense"
     assert missense[vcfinfo.PROTEIN_CHANGE] == "2A>2P"
     assert missense[vcfinfo.GENE] == "GENE1"
+    assert missense["TRANSCRIPT"] == "T1"
     frameshift = recs[("chr2", 109, CHR2[108:110], CHR2[108])]
     assert frameshift[vcfinfo.CONSEQUENCE] == "frameshift"
     assert frameshift[vcfinfo.CLNSIG] == "Pathogenic"
@@ -371,6 +372,7 @@ def test_consequences_from_gff3(inputs: dict[str, Path]) -> None:
     rows = {r["variant_id"]: r for r in read_findings(d / "S1.tsv")}
     assert rows[f"chr2-104-{CHR2[103]}-C"]["consequence"] == "missense"
     assert rows[f"chr2-104-{CHR2[103]}-C"]["clnsig"] == ""
+    assert rows[f"chr2-104-{CHR2[103]}-C"]["transcript"] == "T1"
     assert rows[f"chr2-109-{CHR2[108:110]}-{CHR2[108]}"]["protein_change"].startswith("3R")
 
 
@@ -404,7 +406,7 @@ def test_sample_ref_mismatch(inputs: dict[str, Path]) -> None:
         SAMPLE_HEADER,
         [("chr1", 50, ".", wrong, other(wrong), 50, "PASS", ".", "GT", "0/1")],
     )
-    with pytest.raises(CohortflowError, match="bcftools norm failed"):
+    with pytest.raises(CohortflowError, match=r"REF .* at chr1:50 does not match reference"):
         annotate_vcf(bad, d / "kb", inputs["ref"], d / "o.vcf.gz")
     assert not (d / "o.vcf.gz").exists()
     assert not list(d.glob(".tmp*"))
@@ -514,3 +516,36 @@ def test_own_normalization_and_resort_without_bcftools_norm(
         (SNV_POS, b1(SNV_POS), other(b1(SNV_POS)), "1004"),
     ]
     assert audit["skipped"] == {"alt_not_sequence": 1}
+
+
+def test_vep_and_snpeff_commands(tmp_path: Path) -> None:
+    from cohortflow.annotate import snpeff_command, vep_command
+
+    cmd = vep_command(
+        tmp_path / "in.vcf.gz",
+        tmp_path / "out.vcf.gz",
+        tmp_path / "ref.fa",
+        tmp_path / "cache",
+        "GRCh38",
+        threads=4,
+        cache_version=113,
+    )
+    assert cmd[0] == "vep"
+    assert cmd[cmd.index("--assembly") + 1] == "GRCh38"
+    assert cmd[cmd.index("--fork") + 1] == "4"
+    assert cmd[cmd.index("--cache_version") + 1] == "113"
+    assert cmd[cmd.index("--dir_cache") + 1] == str(tmp_path / "cache")
+    assert "--offline" in cmd and "--vcf" in cmd
+    with pytest.raises(CohortflowError, match="GRCh38 or GRCh37"):
+        vep_command(tmp_path / "a", tmp_path / "b", tmp_path / "c", tmp_path / "d", "synthetic")
+    assert snpeff_command(tmp_path / "in.vcf", "GRCh38.105", memory_gb=8) == [
+        "snpEff",
+        "-Xmx8g",
+        "ann",
+        "-noStats",
+        "-nodownload",
+        "GRCh38.105",
+        str(tmp_path / "in.vcf"),
+    ]
+    with pytest.raises(CohortflowError, match="database name"):
+        snpeff_command(tmp_path / "in.vcf", "GRCh38; rm -rf /")

@@ -367,6 +367,20 @@ def test_real_grch38_gene_subset(shared_data: Path, tmp_path: Path) -> None:
     assert rows["17-43124027-ACT-A"]["allele_id"] == 32701
     table = pq.read_table(tmp_path / "kb" / "clinvar.parquet")
     assert table.column("clnsig").null_count == 2294
+    # conflicting classifications and the newer oncogenicity / somatic impact fields
+    mutyh = rows["1-45332614-C-T"]
+    assert mutyh["clnsig"] == "Conflicting_classifications_of_pathogenicity"
+    assert mutyh["clnsigconf"] == "Uncertain_significance(11)|Likely_benign(1)"
+    assert (mutyh["stars"], mutyh["gene"]) == (1, "MUTYH")
+    assert mutyh["oncogenicity"] == "Uncertain_significance"
+    assert mutyh["oncogenicity_review_status"] == "criteria_provided,_single_submitter"
+    assert mutyh["oncogenicity_condition"] == "Neoplasm"
+    apc = rows["5-112792494-C-T"]
+    assert (apc["clnsig"], apc["stars"], apc["variation_id"]) == ("Pathogenic", 3, "42248")
+    assert apc["somatic_impact"] == "Tier_I_-_Strong"
+    assert apc["somatic_impact_condition"] == "Colon_adenocarcinoma"
+    assert apc["somatic_impact_review_status"] == "criteria_provided,_single_submitter"
+    assert table.num_rows - table.column("somatic_impact").null_count == 166
 
 
 @pytest.mark.shared
@@ -487,3 +501,31 @@ def test_real_population_sites(shared_data: Path, tmp_path: Path) -> None:
     assert rows["chr20-60280-TTTCCA-T"]["af"] == pytest.approx(0.000399)
     assert rows["chr20-60280-T-TTTCCA"]["af"] == pytest.approx(0.0002)
     assert rows["chr20-60070-G-A"]["an"] is None
+
+
+def test_population_per_population_af(tmp_path: Path) -> None:
+    clinvar = tmp_path / "c.vcf"
+    clinvar.write_text(
+        "##fileformat=VCFv4.1\n##fileDate=2025-01-01\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        "1\t10\t1\tA\tG\t.\t.\tCLNSIG=Benign;CLNREVSTAT=criteria_provided,_single_submitter\n"
+    )
+    pop = tmp_path / "p.vcf"
+    pop.write_text(
+        "##fileformat=VCFv4.2\n"
+        '##INFO=<ID=AF,Number=A,Type=Float,Description="AF">\n'
+        '##INFO=<ID=AF_afr,Number=A,Type=Float,Description="AF afr">\n'
+        '##INFO=<ID=AF_nfe,Number=A,Type=Float,Description="AF nfe">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        "1\t10\t.\tA\tG,T\t.\t.\tAC=3,1;AN=100;AF=0.03,0.01;AF_afr=0.1,0;AF_nfe=0.01,.\n"
+        "1\t20\t.\tC\tT\t.\t.\tAF=0.5\n"
+    )
+    build_kb(clinvar, tmp_path / "kb", population=pop)
+    rows = {r["variant_id"]: r for r in load_kb(tmp_path / "kb").population.to_pylist()}
+    assert rows["1-10-A-G"]["af_by_population"] == [("afr", 0.1), ("nfe", 0.01)]
+    assert rows["1-10-A-T"]["af_by_population"] == [("afr", 0.0)]  # '.' is left out
+    assert (rows["1-10-A-T"]["af"], rows["1-10-A-T"]["ac"], rows["1-10-A-T"]["an"]) == (
+        0.01,
+        1,
+        100,
+    )
+    assert rows["1-20-C-T"]["af_by_population"] is None  # no AF_<pop> on this record
