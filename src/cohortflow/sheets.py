@@ -23,8 +23,8 @@ INPUT_KINDS = ("fastq", "bam", "cram", "gvcf", "vcf")
 # Choices the schema names (DESIGN section 5) that this version can run. The others are refused
 # before any job rather than failing halfway through a run.
 AVAILABLE = {
-    ("align", "aligner"): ("embedded",),
-    ("calling", "caller"): ("bcftools",),
+    ("align", "aligner"): ("embedded", "bwa", "minimap2"),
+    ("calling", "caller"): ("bcftools", "freebayes"),
 }
 _INPUT_COLUMNS = ("fq1", "fq2", "bam", "cram", "gvcf", "vcf")
 
@@ -35,7 +35,7 @@ class Sample:
 
     sample: str
     sex: str = "unknown"
-    batch: str = "batch1"
+    batch: str | None = None  # None: the batch of the run (config cohort.batch)
     extra: tuple[tuple[str, str], ...] = ()
 
 
@@ -143,6 +143,13 @@ def validate_config(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     _fill_defaults(schema, data)
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
+    if isinstance(data.get("umask"), int) and not isinstance(data.get("umask"), bool):
+        # YAML reads an unquoted 027 as the octal number 23: refuse rather than guess
+        problems.append(
+            f"{source}: key 'umask': {data['umask']!r} is a number; write the umask quoted, "
+            'e.g. umask: "027"'
+        )
+        data["umask"] = "027"
     for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         key, msg = _describe(err, schema)
         problems.append(f"{source}: key '{key}': {msg}" if key else f"{source}: {msg}")
@@ -224,7 +231,7 @@ def load_samples(path: Path) -> tuple[list[Sample], list[str]]:
             Sample(
                 sample=name,
                 sex=row.get("sex", "unknown"),
-                batch=row.get("batch", "batch1"),
+                batch=row.get("batch"),
                 extra=extra,
             )
         )

@@ -76,6 +76,7 @@ def test_dry_run_every_entry_point(tmp_path: Path) -> None:
     assert counts == {
         "all": 1,
         "align_reads": 1,  # A only (two lanes, one job)
+        "link_bam": 1,  # B: its BAM is checked and used as is
         "qc_alignment": 2,  # A and B have reads
         "call_variants": 2,  # A and B
         "extract_gvcf_variants": 1,  # C

@@ -2,14 +2,15 @@
 import re
 from pathlib import Path
 
-from cohortflow import layout, paths, sheets
+from cohortflow import atomic, layout, paths, sheets
 from cohortflow.provenance import config_checksum
 
 paths.export_package_path(Path(workflow.basedir))
 
 RUN = sheets.load_run_config(config, base_dir=Path.cwd(), source="config")
 config.update(RUN.config)
-PLAN = layout.RunPlan.from_run(RUN)
+atomic.apply_umask(config["umask"])  # outputs of every job get the run's permissions
+PLAN = layout.RunPlan.from_run(RUN, batch=config["cohort"]["batch"])
 REFERENCE = str(RUN.reference)
 STORE = config["cohort"]["store"]
 BATCH = config["cohort"]["batch"]
