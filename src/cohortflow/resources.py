@@ -27,6 +27,13 @@ class Scale:
 # 3-4 bytes per reference base (about 8 GB for GRCh38) plus read batches.
 SCALES: dict[str, Scale] = {
     "align_reads": Scale(base_mb=2000, mb_per_input_mb=3.0, base_min=30, min_per_gb=40.0, cpus=8),
+    # bwa's index is ~1.5 bytes/base (5.4 GB for GRCh38), bwa-mem2's ~5 bytes/base
+    "bwa_mem": Scale(base_mb=2000, mb_per_input_mb=1.5, base_min=30, min_per_gb=40.0, cpus=8),
+    "bwa_mem2_mem": Scale(base_mb=4000, mb_per_input_mb=5.0, base_min=30, min_per_gb=25.0, cpus=8),
+    "minimap2_align": Scale(
+        base_mb=2000, mb_per_input_mb=3.0, base_min=30, min_per_gb=30.0, cpus=8
+    ),
+    "merge_units": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=20, min_per_gb=8.0, cpus=2),
     "qc_alignment": Scale(base_mb=1500, mb_per_input_mb=0.1, base_min=15, min_per_gb=6.0),
     "call_variants": Scale(base_mb=1500, mb_per_input_mb=0.1, base_min=30, min_per_gb=30.0),
     "extract_gvcf_variants": Scale(base_mb=1000, mb_per_input_mb=0.05, base_min=10, min_per_gb=5.0),

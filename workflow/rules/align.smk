@@ -87,7 +87,8 @@ if ALIGNER == "embedded":
             markdup=config["align"]["markdup"],
         threads: 2
         resources:
-            mem_mb=2000,
+            mem_mb=mem_for("align_reads"),
+            runtime=runtime_for("align_reads"),
         conda:
             "../../envs/cohortflow.yaml"
         script:
@@ -161,6 +162,9 @@ else:
                 rg=lambda wc: read_group_line(wc.sample, PLAN[wc.sample].fastq_unit(wc.unit)),
                 tmp=lambda wc, output: f"{output.bam}.sorttmp",
             threads: 2
+            resources:
+                mem_mb=mem_for("bwa_mem"),
+                runtime=runtime_for("bwa_mem"),
             conda:
                 "../../envs/bwa.yaml"
             shell:
@@ -188,6 +192,9 @@ else:
                 rg=lambda wc: read_group_line(wc.sample, PLAN[wc.sample].fastq_unit(wc.unit)),
                 tmp=lambda wc, output: f"{output.bam}.sorttmp",
             threads: 2
+            resources:
+                mem_mb=mem_for("bwa_mem2_mem"),
+                runtime=runtime_for("bwa_mem2_mem"),
             conda:
                 "../../envs/bwa-mem2.yaml"
             shell:
@@ -213,6 +220,9 @@ else:
                 rg=lambda wc: read_group_line(wc.sample, PLAN[wc.sample].fastq_unit(wc.unit)),
                 tmp=lambda wc, output: f"{output.bam}.sorttmp",
             threads: 2
+            resources:
+                mem_mb=mem_for("minimap2_align"),
+                runtime=runtime_for("minimap2_align"),
             conda:
                 "../../envs/minimap2.yaml"
             shell:
@@ -243,6 +253,9 @@ else:
                 fmt=ALIGN_EXT,
                 tmp=lambda wc, output: f"{output.bam}.mdtmp",
             threads: 2
+            resources:
+                mem_mb=mem_for("merge_units"),
+                runtime=runtime_for("merge_units"),
             conda:
                 "../../envs/samtools.yaml"
             shell:

@@ -15,6 +15,9 @@ rule build_kb:
         "benchmarks/build_kb/build_kb.tsv"
     params:
         build=config["reference"]["build"],
+    resources:
+        mem_mb=mem_for("build_kb"),
+        runtime=runtime_for("build_kb"),
     conda:
         "../../envs/cohortflow.yaml"
     script:
@@ -36,6 +39,9 @@ rule annotate_variants:
         "logs/annotate_variants/{sample}.log",
     benchmark:
         "benchmarks/annotate_variants/{sample}.tsv"
+    resources:
+        mem_mb=mem_for("annotate_variants"),
+        runtime=runtime_for("annotate_variants"),
     conda:
         "../../envs/cohortflow.yaml"
     script:

@@ -25,6 +25,9 @@ rule call_variants:
         min_gq=config["calling"]["min_gq"],
         scatter_bp=config["calling"]["scatter_size"],
     threads: 1
+    resources:
+        mem_mb=mem_for("call_variants"),
+        runtime=runtime_for("call_variants"),
     conda:
         (
             "../../envs/cohortflow.yaml"
@@ -48,6 +51,9 @@ rule extract_gvcf_variants:
         "logs/extract_gvcf_variants/{sample}.log",
     benchmark:
         "benchmarks/extract_gvcf_variants/{sample}.tsv"
+    resources:
+        mem_mb=mem_for("extract_gvcf_variants"),
+        runtime=runtime_for("extract_gvcf_variants"),
     conda:
         "../../envs/cohortflow.yaml"
     script:

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from cohortflow import atomic, layout, paths, sheets
+from cohortflow import resources as RES
 from cohortflow.provenance import config_checksum
 
 paths.export_package_path(Path(workflow.basedir))
@@ -28,3 +29,13 @@ def final_outputs():
 
 def optional(path):
     return [path] if path else []
+
+
+def mem_for(rule):
+    """Cluster memory request (MB) growing with the job's input size (cohortflow.resources)."""
+    return lambda wc, input, attempt: RES.mem_mb(rule, input.size_mb, attempt)
+
+
+def runtime_for(rule):
+    """Cluster wall-time request (minutes) growing with the job's input size."""
+    return lambda wc, input, attempt: RES.runtime_min(rule, input.size_mb, attempt)

@@ -24,6 +24,9 @@ rule qc_alignment:
         declared_sex=lambda wc: PLAN[wc.sample].sex,
         thresholds=config["qc"],
     threads: 2
+    resources:
+        mem_mb=mem_for("qc_alignment"),
+        runtime=runtime_for("qc_alignment"),
     conda:
         "../../envs/cohortflow.yaml"
     script:
