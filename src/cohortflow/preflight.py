@@ -529,9 +529,20 @@ def store_problems(store: Path, batch: str, samples: Sequence[str], replace: boo
     except CohortflowError as exc:
         return [str(exc)]
     problems = []
-    if batch in committed:
-        stored = sorted(committed[batch].get("samples") or [])
-        if stored != sorted(samples) and not replace:
+
+    def same_batch(name: str) -> bool:
+        # `cohortflow run` stores a large batch X as parts X.p1, X.p2, ...
+        return name == batch or re.fullmatch(re.escape(batch) + r"\.p\d+", name) is not None
+
+    family = [name for name in committed if same_batch(name)]
+    if family:
+        stored = sorted({s for name in family for s in committed[name].get("samples") or []})
+        # the batch under its own name must hold exactly these samples (a repeated run);
+        # parts hold some of them each, and a resumed run may not have stored them all yet
+        differs = (
+            stored != sorted(samples) if batch in committed else not set(stored) <= set(samples)
+        )
+        if differs and not replace:
             problems.append(
                 f"{store}: batch {batch!r} is already in the store with other samples "
                 f"({_names(stored)}); set cohort.batch to a new name"
@@ -539,7 +550,7 @@ def store_problems(store: Path, batch: str, samples: Sequence[str], replace: boo
     owner = {
         s: name
         for name, record in sorted(committed.items())
-        if name != batch
+        if not same_batch(name)
         for s in record.get("samples") or []
     }
     clashes = [s for s in samples if s in owner]
@@ -606,9 +617,15 @@ def preflight(run: RunConfig, full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES) 
         if bad:
             problems.append(bad)
     cohort = cfg["cohort"]
-    problems += store_problems(
-        resolve(cohort["store"]), cohort["batch"], run.sample_ids, bool(cohort.get("replace"))
-    )
+    # one check per batch of the sheet (rows without a batch belong to cohort.batch), as
+    # `cohortflow run` runs them
+    groups: dict[str, list[str]] = {}
+    for sample in run.samples:
+        groups.setdefault(sample.batch or cohort["batch"], []).append(sample.sample)
+    for name, members in groups.items():
+        problems += store_problems(
+            resolve(cohort["store"]), name, members, bool(cohort.get("replace"))
+        )
     return list(dict.fromkeys(problems))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from cohortflow.batches import BatchRun, is_plain_run, plan_batches, write_batch_config
 from cohortflow.errors import CohortflowError
 from cohortflow.layout import RunPlan
+from cohortflow.preflight import store_problems
 from cohortflow.sheets import Sample, load_run_config
 
 
@@ -68,3 +70,26 @@ def test_derived_sheets_and_config_select_one_batch(tmp_path: Path) -> None:
     assert RunPlan.from_run(run, batch="b2").samples == ["B"]
     with pytest.raises(CohortflowError, match="no sample of batch 'b9'.*batches there: b1, b2"):
         RunPlan.from_run(run, batch="b9")
+
+
+def _commit(store: Path, name: str, samples: list[str]) -> None:
+    (store / "_batches").mkdir(parents=True, exist_ok=True)
+    (store / "_batches" / f"{name}.json").write_text(json.dumps({"samples": samples}))
+
+
+def test_a_rerun_of_a_batch_stored_in_parts_passes_the_store_check(tmp_path: Path) -> None:
+    store = tmp_path / "cohort"
+    _commit(store, "big.p1", ["A", "B"])
+    _commit(store, "big.p2", ["C"])
+    # resuming the same sheet: every stored part belongs to batch 'big'
+    assert store_problems(store, "big", ["A", "B", "C", "D"], replace=False) == []
+    # another batch claiming a stored sample is refused, naming the part that holds it
+    problems = store_problems(store, "other", ["C", "E"], replace=False)
+    assert len(problems) == 1 and "'C'" in problems[0] and "'big.p2'" in problems[0]
+    # the batch under its own name must hold exactly the same samples
+    _commit(store, "small", ["X", "Y"])
+    assert store_problems(store, "small", ["X", "Y"], replace=False) == []
+    assert (
+        "already in the store with other samples"
+        in store_problems(store, "small", ["X"], replace=False)[0]
+    )
