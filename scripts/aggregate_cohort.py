@@ -9,16 +9,19 @@ from cohortflow.store import aggregate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_logging(sm.log[0]):
+    metadata = run_provenance(
+        sm.params.build,
+        Path(sm.input.kb),
+        sm.params.caller,
+        sm.params.config_sha256,
+        calls_vcf=Path(sm.params.samples[0]["vcf"]),
+    )
+    # The store's files are cohort-wide: a command line naming one sample's files stays out.
+    metadata.pop("caller_command", None)
     aggregate(
         store=Path(sm.params.store),
         batch=sm.params.batch,
         inputs=sample_inputs_from_plan(sm.params.samples),
         replace=bool(sm.params.replace),
-        metadata=run_provenance(
-            sm.params.build,
-            Path(sm.input.kb),
-            sm.params.caller,
-            sm.params.config_sha256,
-            calls_vcf=Path(sm.params.samples[0]["vcf"]),
-        ),
+        metadata=metadata,
     )

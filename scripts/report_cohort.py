@@ -14,4 +14,5 @@ with rule_logging(sm.log[0]):
         provenance=run_provenance(
             sm.params.build, Path(sm.input.kb), sm.params.caller, sm.params.config_sha256
         ),
+        kb_dir=Path(sm.input.kb),
     )

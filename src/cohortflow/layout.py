@@ -235,6 +235,14 @@ class RunPlan:
             files.extend(v for k, v in row.items() if k in ("vcf", "gvcf", "qc_json") and v)
         return files
 
+    def qc_jsons(self) -> dict[str, str]:
+        """sample -> its QC JSON, for the samples that have reads."""
+        return {p.sample: str(p.qc_json()) for p in self.plans if p.qc_json()}
+
+    def reports(self) -> list[str]:
+        """The per-sample report paths, in sheet order."""
+        return [p.report() for p in self.plans]
+
     def final_outputs(self, batch_marker: str) -> list[str]:
         out = [batch_marker, COHORT_REPORT]
         for p in self.plans:

@@ -1,99 +1,121 @@
 """Self-contained HTML reports from the cohort store: one per sample, one for the cohort.
 
-A sample report holds that sample's data alone (identity, QC, its variant summary, its ClinVar
-findings) plus cohort-level allele frequencies; it names no other sample. Every value is passed
-through ``html.escape``; the only URLs are anchor links to ClinVar variation pages, nothing is
-loaded from the network (inline CSS and SVG).
+A sample report (:func:`write_sample_report`) holds that sample's data alone: identity, QC
+against its thresholds with a coverage plot, its variant summary, its ClinVar findings
+(pathogenic and likely pathogenic first; VUS collapsed) and provenance. The only cohort-level
+values in it are allele frequencies; it names no other sample and shows no other sample's
+genotype or count. The cohort report (:func:`write_cohort_report`) shows QC across samples with
+robust z-score outliers per batch, sex-check and kinship flags, the allele-frequency spectrum
+and pathogenic carriers per gene.
+
+Every value is escaped (:mod:`cohortflow.report_html`); the only URLs are anchor links to
+ClinVar variation pages, nothing is loaded from the network. Positions are 1-based (VCF).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
+import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import duckdb
 
-from cohortflow import SCHEMA_VERSION, __version__
 from cohortflow.atomic import atomic_output
 from cohortflow.errors import CohortflowError
-from cohortflow.stats import is_transition, ti_tv_ratio, variant_class
+from cohortflow.report_html import (
+    NOT_COMPUTED,
+    badges,
+    bar_chart_svg,
+    coverage_svg,
+    esc,
+    kv_table,
+    num,
+    page,
+    table,
+    verdict,
+)
+from cohortflow.stats import is_transition, ti_tv_ratio
 from cohortflow.store import committed_batches, open_store, read_qc_json
 
 log = logging.getLogger(__name__)
 
 CLINVAR_URL = "https://www.ncbi.nlm.nih.gov/clinvar/variation/{id}/"
-# Defaults of config.yaml (DESIGN.md section 5), shown only when the QC JSON records none.
+# Defaults of config.yaml (DESIGN.md section 5), used only when the QC JSON records none.
 DEFAULT_THRESHOLDS = {
     "min_mean_coverage": 20.0,
     "min_mapped_fraction": 0.95,
     "max_duplicate_fraction": 0.3,
 }
-# (metric, threshold key, direction): the metric passes when value >= (min) or <= (max) it.
+# (metric, label, threshold key, direction): passes when value >= (min) or <= (max) the limit.
 QC_CHECKS = (
-    ("mean_coverage", "min_mean_coverage", ">="),
-    ("mapped_fraction", "min_mapped_fraction", ">="),
-    ("duplicate_fraction", "max_duplicate_fraction", "<="),
+    ("mean_coverage", "mean coverage (x)", "min_mean_coverage", ">="),
+    ("mapped_fraction", "mapped fraction", "min_mapped_fraction", ">="),
+    ("duplicate_fraction", "duplicate fraction", "max_duplicate_fraction", "<="),
 )
-QC_OTHER = ("total_reads", "fraction_20x", "insert_size_median", "inferred_sex")
-AF_BINS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
-  margin: 2em auto; max-width: 62em; padding: 0 1em; line-height: 1.4; }
-h1 { font-size: 1.6em; border-bottom: 2px solid #333; padding-bottom: .2em; }
-h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #bbb; }
-table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-.pass { color: #11691d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
-.na { color: #777; } .warn { color: #8a5300; font-weight: bold; }
-.stars { color: #b8860b; letter-spacing: .05em; }
-.note { color: #555; font-size: .88em; }
-details { margin: .6em 0; } summary { cursor: pointer; font-weight: bold; }
-@media print {
-  body { margin: 0; max-width: none; font-size: 10pt; }
-  a { color: inherit; text-decoration: none; }
-  h2 { page-break-after: avoid; } tr { page-break-inside: avoid; }
-  details > * { display: block; }
+# Informational QC JSON keys (no threshold): key -> label.
+QC_MORE = {
+    "total_reads": "primary reads",
+    "median_coverage": "median coverage (x)",
+    "fraction_10x": "fraction of bases >= 10x",
+    "fraction_20x": "fraction of bases >= 20x",
+    "fraction_30x": "fraction of bases >= 30x",
+    "insert_size_median": "median insert size (bp)",
+    "mean_mapq": "mean mapping quality",
+    "mismatch_rate": "mismatch rate",
 }
-"""
-
-PAGE = Template(
-    """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>$title</title>
-<style>$style</style>
-</head>
-<body>
-<h1>$title</h1>
-$body
-</body>
-</html>
-"""
+# sample_qc columns computed over the cohort's genotypes (present once the cohort QC step ran).
+GENOTYPE_QC = {
+    "n_variants": "variant alleles carried",
+    "het_hom_ratio": "het/hom ratio",
+    "ti_tv": "Ti/Tv",
+    "n_singletons": "singletons (cohort allele count 1)",
+    "missingness": "missingness (fraction of cohort sites not called)",
+}
+# Metrics compared across the samples of a batch in the cohort report: column -> label.
+COHORT_QC_METRICS = {
+    "mean_coverage": "mean coverage",
+    "fraction_20x": "fraction 20x",
+    "mapped_fraction": "mapped fraction",
+    "duplicate_fraction": "duplicate fraction",
+    "insert_size_median": "insert size",
+    **{k: v.split(" (")[0] for k, v in GENOTYPE_QC.items()},
+}
+MAX_PAIRS_LISTED = 200  # related pairs shown in the cohort report; the rest are counted
+OUTLIER_Z = 3.5  # |robust z| above which a value is flagged (Iglewicz and Hoaglin)
+MIN_SAMPLES_FOR_Z = 5  # fewer samples in a batch: no z-scores
+AF_BINS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+RELATIONSHIP_NOTES = {
+    "duplicate": "same individual or duplicated sample: check for a sample swap",
+    "first_degree": "first-degree relatives (parent-child or full siblings)",
+    "second_degree": "second-degree relatives",
+}
+PROVENANCE_LABELS = {
+    "cohortflow_version": "cohortflow version",
+    "schema_version": "store schema version",
+    "reference_build": "reference build",
+    "kb_release": "ClinVar release",
+    "caller": "variant caller",
+    "caller_version": "caller version",
+    "config_sha256": "config checksum (SHA-256)",
+}
+AA3 = {
+    "A": "Ala", "R": "Arg", "N": "Asn", "D": "Asp", "C": "Cys", "E": "Glu", "Q": "Gln",
+    "G": "Gly", "H": "His", "I": "Ile", "L": "Leu", "K": "Lys", "M": "Met", "F": "Phe",
+    "P": "Pro", "S": "Ser", "T": "Thr", "W": "Trp", "Y": "Tyr", "V": "Val", "*": "Ter",
+    "X": "Xaa",
+}  # fmt: skip
+DISCLAIMER = (
+    "Research use: findings come from an automated pipeline and must be confirmed by an "
+    "accredited laboratory before any clinical action."
 )
 
 
-def esc(value: Any) -> str:
-    """HTML-escaped text of a value; an em dash for null."""
-    if value is None:
-        return "&mdash;"
-    return html.escape(str(value), quote=True)
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "&mdash;"
-    if isinstance(value, float):
-        return esc(format(value, f".{digits}g"))
-    return esc(value)
+# --------------------------------------------------------------------------- pure helpers
 
 
 def clinvar_class(significance: str | None) -> str | None:
@@ -112,6 +134,7 @@ def clinvar_class(significance: str | None) -> str | None:
 
 
 def _pathogenic_rank(significance: str) -> int:
+    """0 Pathogenic, 1 Pathogenic/Likely_pathogenic, 2 Likely_pathogenic (sort key)."""
     primary = significance.split("|")[0].lower()
     if primary.startswith("pathogenic") and "likely" not in primary:
         return 0
@@ -127,292 +150,94 @@ def zygosity(alt_count: int, ploidy: int | None) -> str:
     return "heterozygous"
 
 
-def _stars(n: Any) -> str:
-    if n is None:
-        return '<span class="na">not given</span>'
-    k = max(0, min(4, int(n)))
-    return f'<span class="stars" title="{k} of 4">{"★" * k}{"☆" * (4 - k)}</span> ({k})'
+def allele_class(ref: str, alt: str) -> str:
+    """SNV, insertion, deletion or MNV (same length > 1, or a length change without anchor)."""
+    if len(ref) == 1 and len(alt) == 1:
+        return "SNV"
+    if len(alt) > len(ref) and alt.startswith(ref):
+        return "insertion"
+    if len(ref) > len(alt) and ref.startswith(alt):
+        return "deletion"
+    return "MNV"
 
 
-def _condition(text: str | None) -> str:
-    if not text:
-        return "&mdash;"
-    return esc(text.replace("_", " ").replace("|", "; "))
+def hgvs_genomic(contig: str, pos1: int, ref: str, alt: str) -> str:
+    """HGVS-style genomic change of a normalized allele, e.g. ``chr1:g.100A>G``,
+    ``chr1:g.101_102del``, ``chr1:g.100_101insAT``, ``chr1:g.100_102delinsTT``.
+
+    In: VCF coordinates (pos1 1-based, REF/ALT left-aligned with the anchor base). Positions
+    stay left-aligned (HGVS shifts 3'), so this is a readable label, not a validated HGVS."""
+    k = 0  # shared leading bases (the VCF anchor)
+    while k < min(len(ref), len(alt)) and ref[k] == alt[k]:
+        k += 1
+    j = 0  # shared trailing bases after the prefix
+    while j < min(len(ref), len(alt)) - k and ref[-1 - j] == alt[-1 - j]:
+        j += 1
+    r, a = ref[k : len(ref) - j], alt[k : len(alt) - j]
+    start1 = pos1 + k
+    if len(r) == 1 and len(a) == 1:
+        return f"{contig}:g.{start1}{r}>{a}"
+    span = f"{start1}" if len(r) == 1 else f"{start1}_{start1 + len(r) - 1}"
+    if not a:
+        return f"{contig}:g.{span}del"
+    if not r:
+        return f"{contig}:g.{start1 - 1}_{start1}ins{a}"
+    return f"{contig}:g.{span}delins{a}"
 
 
-def _change(row: Mapping[str, Any]) -> str:
-    coords = f"{esc(row['contig'])}:{esc(row['pos'])} {esc(row['ref'])}&gt;{esc(row['alt'])}"
-    if row.get("protein_change"):
-        return f"{esc(row['protein_change'])}<br><span class='note'>{coords}</span>"
-    return coords
+def hgvs_protein(aa_change: str | None, consequence: str | None = None) -> str | None:
+    """HGVS-style protein change from a bcftools csq amino-acid field, or None.
+
+    ``20A>20P`` -> ``p.(Ala20Pro)``, ``136K>136*`` -> ``p.(Lys136Ter)``, ``136R`` ->
+    ``p.(Arg136=)``; a frameshift (``consequence`` contains "frameshift") -> ``p.(Asp230fs)``
+    at its first changed residue, or ``p.(Asp230Ter)`` when that residue becomes a stop.
+    Other multi-residue changes (in-frame indels) and unparseable text give None."""
+    if not aa_change:
+        return None
+    m = re.fullmatch(r"(\d+)([A-Z*])", aa_change)
+    if m:
+        return f"p.({AA3.get(m[2], m[2])}{m[1]}=)"
+    m = re.fullmatch(r"(\d+)([A-Z*]+)>(\d+)([A-Z*]*)", aa_change)
+    if not m or m[1] != m[3]:
+        return None
+    start, ref, alt = int(m[1]), m[2], m[4]
+    if len(ref) == 1 and len(alt) == 1:
+        return f"p.({AA3.get(ref, ref)}{start}{AA3.get(alt, alt)})"
+    if "frameshift" not in (consequence or ""):
+        return None
+    k = 0
+    while k < min(len(ref), len(alt)) and ref[k] == alt[k]:
+        k += 1
+    if k >= len(ref):
+        return None
+    tail = "Ter" if k < len(alt) and alt[k] == "*" else "fs"
+    return f"p.({AA3.get(ref[k], ref[k])}{start + k}{tail})"
 
 
-def _clinvar_link(variation_id: Any) -> str:
-    if variation_id is None:
-        return "&mdash;"
-    text = str(variation_id)
-    if re.fullmatch(r"[0-9]+", text):
-        url = CLINVAR_URL.format(id=text)
-        return f'<a href="{esc(url)}">ClinVar {esc(text)}</a>'
-    return esc(text)
+def robust_z(values: Sequence[float | None]) -> list[float | None]:
+    """Robust z-scores 0.6745 (x - median) / MAD of the non-null values (Iglewicz-Hoaglin).
 
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """An HTML table; cells are already-escaped HTML fragments."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>\n" for row in rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
-
-
-def _kv_table(items: Iterable[tuple[str, str]]) -> str:
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>\n" for k, v in items)
-    return f"<table>\n{rows}</table>"
-
-
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict]:
-    return con.sql(sql, params=params).to_arrow_table().to_pylist()
-
-
-def _write_html(out_html: Path, title: str, body: str) -> None:
-    page = PAGE.substitute(title=esc(title), style=STYLE, body=body)
-    with atomic_output(Path(out_html)) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-
-
-def _provenance_items(
-    store: Path, batch: str | None, provenance: Mapping[str, str] | None
-) -> list[tuple[str, str]]:
-    items = [
-        ("cohortflow version", esc(__version__)),
-        ("store schema version", esc(SCHEMA_VERSION)),
-    ]
-    batches = committed_batches(store)
-    chosen = [batches.get(batch) or {}] if batch is not None else list(batches.values())
-    merged: dict[str, set[str]] = {}
-    for record in chosen:
-        for key, value in (record.get("metadata") or {}).items():
-            merged.setdefault(str(key), set()).add(str(value))
-    for key, values in sorted(merged.items()):
-        items.append((key, esc(", ".join(sorted(values)))))
-    for key, value in sorted((provenance or {}).items()):
-        items.append((str(key), esc(value)))
-    return items
-
-
-# --------------------------------------------------------------------------- sample report
-
-
-def _sample_qc(
-    con: duckdb.DuckDBPyConnection, sample: str, qc_json: Path | None
-) -> tuple[dict[str, Any] | None, dict[str, float], str]:
-    """QC row, thresholds and where the thresholds come from."""
-    thresholds = dict(DEFAULT_THRESHOLDS)
-    origin = "defaults of cohortflow (the QC record gives none)"
-    if qc_json is not None:
-        qc: dict[str, Any] | None = read_qc_json(Path(qc_json), sample)
-        raw = json.loads(Path(qc_json).read_text(encoding="utf-8"))
-        given = raw.get("thresholds")
-        if isinstance(given, dict):
-            for key in thresholds:
-                if isinstance(given.get(key), int | float):
-                    thresholds[key] = float(given[key])
-            origin = f"as recorded in {Path(qc_json).name}"
-    else:
-        rows = _rows(con, "SELECT * FROM sample_qc WHERE sample = ?", [sample])
-        qc = rows[0] if rows else None
-    return qc, thresholds, origin
-
-
-def _qc_section(qc: Mapping[str, Any] | None, thresholds: Mapping[str, float], origin: str) -> str:
-    if qc is None:
-        return "<h2>Quality control</h2>\n<p class='na'>No QC record for this sample.</p>"
-    verdict = qc.get("qc_pass")
-    if verdict is None:
-        status = "<span class='na'>not assessed</span>"
-    else:
-        status = "<span class='pass'>PASS</span>" if verdict else "<span class='fail'>FAIL</span>"
-    reasons = qc.get("qc_fail_reasons") or []
-    parts = [f"<h2>Quality control</h2>\n<p>Overall: {status}</p>"]
-    if reasons:
-        parts.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in reasons) + "</ul>")
-    rows = []
-    for metric, key, op in QC_CHECKS:
-        value, limit = qc.get(metric), thresholds[key]
-        if value is None:
-            ok = "<span class='na'>not measured</span>"
+    When the MAD is 0 the mean absolute deviation is used instead (scaled 1.2533); when that is
+    0 too (all values equal) every z is 0. Nulls stay None; with fewer than
+    MIN_SAMPLES_FOR_Z values every z is None (too few to say what is unusual)."""
+    present = [float(v) for v in values if v is not None and v == v]
+    if len(present) < MIN_SAMPLES_FOR_Z:
+        return [None] * len(values)
+    med = statistics.median(present)
+    deviations = [abs(v - med) for v in present]
+    mad = statistics.median(deviations)
+    scale = mad / 0.6745
+    if scale == 0:
+        scale = 1.2533 * statistics.fmean(deviations)
+    out: list[float | None] = []
+    for v in values:
+        if v is None or v != v:
+            out.append(None)
+        elif scale == 0:
+            out.append(0.0)
         else:
-            passed = value >= limit if op == ">=" else value <= limit
-            ok = "<span class='pass'>pass</span>" if passed else "<span class='fail'>fail</span>"
-        rows.append([esc(metric), _num(value), f"{esc(op)} {_num(limit)}", ok])
-    for metric in QC_OTHER:
-        rows.append([esc(metric), _num(qc.get(metric)), "&mdash;", "&mdash;"])
-    parts.append(_table(["metric", "value", "threshold", "status"], rows))
-    parts.append(f"<p class='note'>Thresholds: {esc(origin)}.</p>")
-    return "\n".join(parts)
-
-
-def _variant_summary(carried: Sequence[Mapping[str, Any]], n_sites: int, n_called: int) -> str:
-    classes = {"SNV": 0, "indel": 0, "MNV": 0}
-    ti = tv = het = hom = hemi = 0
-    for row in carried:
-        cls = variant_class(row["ref"], row["alt"])
-        classes[cls] += 1
-        if cls == "SNV":
-            if is_transition(row["ref"], row["alt"]):
-                ti += 1
-            else:
-                tv += 1
-        z = zygosity(row["alt_count"], row["ploidy"])
-        het += z == "heterozygous"
-        hom += z == "homozygous"
-        hemi += z == "hemizygous"
-    titv = ti_tv_ratio(ti, tv)
-    het_hom = het / hom if hom else None
-    items = [
-        ("alleles carried", esc(len(carried))),
-        ("SNVs", esc(classes["SNV"])),
-        ("indels", esc(classes["indel"])),
-        ("MNVs", esc(classes["MNV"])),
-        ("Ti/Tv (SNVs)", _num(titv, 3) + f" <span class='note'>({ti} / {tv})</span>"),
-        (
-            "heterozygous / homozygous",
-            _num(het_hom, 3) + f" <span class='note'>({het} / {hom})</span>",
-        ),
-        ("hemizygous", esc(hemi)),
-        ("cohort sites called in this sample", f"{esc(n_called)} of {esc(n_sites)}"),
-    ]
-    return "<h2>Variant summary</h2>\n" + _kv_table(items)
-
-
-def _findings_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    return [
-        [
-            esc(r.get("gene")),
-            _change(r),
-            esc(r.get("clinvar_significance", "").replace("_", " ")),
-            esc(zygosity(r["alt_count"], r["ploidy"])),
-            _stars(r.get("clinvar_review_stars")),
-            _condition(r.get("clinvar_condition")),
-            _num(r.get("pop_af")),
-            _num(r.get("af")),
-            _clinvar_link(r.get("clinvar_variation_id")),
-        ]
-        for r in rows
-    ]
-
-
-FINDING_HEADERS = (
-    "gene",
-    "change",
-    "ClinVar significance",
-    "zygosity",
-    "review",
-    "condition",
-    "population AF",
-    "cohort AF",
-    "ClinVar",
-)
-
-
-def write_sample_report(
-    store: Path,
-    sample: str,
-    out_html: Path,
-    qc_json: Path | None = None,
-    provenance: Mapping[str, str] | None = None,
-    thresholds: Mapping[str, float] | None = None,
-) -> None:
-    """Write the self-contained HTML report of one sample.
-
-    In: the cohort store, the sample ID, the output path; optionally the sample's QC JSON (else
-    its sample_qc row), provenance key/values (shown as given, e.g. run date, pipeline version)
-    and QC thresholds (else those recorded in the QC JSON, else the config defaults).
-    Out: ``out_html``, written atomically; it contains this sample's data only.
-    """
-    store = Path(store)
-    con = open_store(store)
-    try:
-        found = _rows(con, "SELECT sample, sex, batch FROM samples WHERE sample = ?", [sample])
-        if not found:
-            raise CohortflowError(
-                f"{store}: sample {sample} is not in the cohort store; aggregate it first"
-            )
-        ident = found[0]
-        qc, qc_thresholds, origin = _sample_qc(con, sample, qc_json)
-        if thresholds is not None:
-            qc_thresholds.update({k: float(v) for k, v in thresholds.items()})
-            origin = "as given to the report"
-        carried = _rows(
-            con,
-            """SELECT g.alt_count, g.ploidy, g.gt, g.dp, g.gq, v.*
-               FROM genotypes g JOIN variants v USING (contig, variant_id)
-               WHERE g.sample = ? AND g.alt_count >= 1
-               ORDER BY v.contig, v.pos, v.variant_id""",
-            [sample],
-        )
-        counts = _rows(
-            con,
-            "SELECT count(*) AS n, count(alt_count) AS called FROM genotypes WHERE sample = ?",
-            [sample],
-        )[0]
-    finally:
-        con.close()
-
-    inferred = qc.get("inferred_sex") if qc else None
-    sex_note = ""
-    if inferred and ident["sex"] != "unknown" and inferred not in ("unknown", ident["sex"]):
-        sex_note = (
-            " <span class='warn'>(declared and inferred sex differ: check for a sample swap)</span>"
-        )
-    identity = _kv_table(
-        [
-            ("sample", esc(sample)),
-            ("batch", esc(ident["batch"])),
-            ("declared sex", esc(ident["sex"])),
-            ("inferred sex", esc(inferred) + sex_note),
-        ]
-    )
-    pathogenic = [
-        r for r in carried if clinvar_class(r.get("clinvar_significance")) == "pathogenic"
-    ]
-    pathogenic.sort(
-        key=lambda r: (
-            _pathogenic_rank(r["clinvar_significance"]),
-            r.get("gene") or "",
-            r["contig"],
-            r["pos"],
-        )
-    )
-    vus = [r for r in carried if clinvar_class(r.get("clinvar_significance")) == "vus"]
-    if pathogenic:
-        findings = _table(FINDING_HEADERS, _findings_rows(pathogenic))
-    else:
-        findings = "<p>No ClinVar pathogenic or likely pathogenic variant found in this sample.</p>"
-    vus_html = (
-        f"<details>\n<summary>Variants of uncertain significance ({len(vus)})</summary>\n"
-        + (_table(FINDING_HEADERS, _findings_rows(vus)) if vus else "<p>None.</p>")
-        + "\n</details>"
-    )
-    body = "\n".join(
-        [
-            "<h2>Identity</h2>",
-            identity,
-            _qc_section(qc, qc_thresholds, origin),
-            _variant_summary(carried, counts["n"], counts["called"]),
-            "<h2>Findings: ClinVar pathogenic and likely pathogenic</h2>",
-            findings,
-            "<p class='note'>Cohort AF is the allele frequency among all samples of the cohort "
-            "called at the site. Research use: confirm findings before clinical action.</p>",
-            vus_html,
-            "<h2>Provenance</h2>",
-            _kv_table(_provenance_items(store, ident["batch"], provenance)),
-        ]
-    )
-    _write_html(Path(out_html), f"cohortflow report: {sample}", body)
-    log.info("wrote %s (%d pathogenic findings, %d VUS)", out_html, len(pathogenic), len(vus))
-
-
-# --------------------------------------------------------------------------- cohort report
+            out.append((float(v) - med) / scale)
+    return out
 
 
 def af_histogram(afs: Sequence[float], bins: Sequence[float] = AF_BINS) -> list[int]:
@@ -427,136 +252,901 @@ def af_histogram(afs: Sequence[float], bins: Sequence[float] = AF_BINS) -> list[
     return counts
 
 
-def af_spectrum_svg(afs: Sequence[float], bins: Sequence[float] = AF_BINS) -> str:
-    """An inline SVG bar chart of the allele-frequency spectrum (variants with ac > 0)."""
-    counts = af_histogram(afs, bins)
-    width, height, pad, bar_w = 520, 220, 40, 60
-    top = max(counts) if counts and max(counts) > 0 else 1
-    bars = []
-    for i, n in enumerate(counts):
-        h = (height - 2 * pad) * n / top
-        x = pad + i * (bar_w + 10)
-        y = height - pad - h
-        label = f"{bins[i]:g}&#8211;{bins[i + 1]:g}"
-        bars.append(
-            f'<rect x="{x}" y="{y:.1f}" width="{bar_w}" height="{h:.1f}" fill="#4a78a8"/>'
-            f'<text x="{x + bar_w / 2}" y="{y - 4:.1f}" font-size="11" text-anchor="middle">{n}</text>'
-            f'<text x="{x + bar_w / 2}" y="{height - pad + 14}" font-size="10" '
-            f'text-anchor="middle">{label}</text>'
+def coverage_dist_path(qc_json: Path | str) -> Path:
+    """The mosdepth global distribution written next to a QC JSON (results/qc/{sample}...)."""
+    path = Path(qc_json)
+    stem = path.name.removesuffix(".qc.json")
+    return path.with_name(f"{stem}.mosdepth.global.dist.txt")
+
+
+def read_global_dist(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """Parse a mosdepth ``.mosdepth.global.dist.txt``: contig -> (depth x, fraction >= depth).
+
+    Lines are ``contig<TAB>depth<TAB>fraction``; the contig ``total`` is the whole territory."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CohortflowError(f"{path}: cannot read the coverage distribution ({exc})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            contig, depth, frac = parts[0], int(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise CohortflowError(
+                f"{path}: line {lineno} is not 'contig, depth, fraction'; regenerate the QC files"
+            ) from None
+        out.setdefault(contig, []).append((depth, frac))
+    return out
+
+
+def coverage_curves(dist: Mapping[str, Sequence[tuple[int, float]]]) -> dict[str, list]:
+    """The curves worth plotting: the whole territory, and chrX / chrY when present."""
+    curves: dict[str, list] = {}
+    if "total" in dist:
+        curves["all bases"] = list(dist["total"])
+    for names, label in ((("chrX", "X"), "chrX"), (("chrY", "Y"), "chrY")):
+        for name in names:
+            if name in dist:
+                curves[label] = list(dist[name])
+                break
+    return curves
+
+
+def run_date_of(extra: Iterable[tuple[str, str]]) -> str | None:
+    """The run date among a sample sheet row's extra columns (``run_date``), else None."""
+    for key, value in extra:
+        if key == "run_date" and value.strip():
+            return value.strip()
+    return None
+
+
+def kb_sources(kb_dir: Path | None) -> list[tuple[str, str]]:
+    """(label, text) rows describing the knowledge base's inputs from its manifest.json."""
+    if kb_dir is None:
+        return []
+    manifest = Path(kb_dir) / "manifest.json"
+    if not manifest.is_file():
+        return [("knowledge base", f"{kb_dir} (no manifest.json)")]
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except ValueError:
+        raise CohortflowError(f"{manifest}: not valid JSON; rebuild the knowledge base") from None
+    rows = []
+    for key, label in (("clinvar", "ClinVar"), ("population", "population AF"), ("gff3", "GFF3")):
+        entry = data.get(key)
+        if not isinstance(entry, Mapping):
+            rows.append((f"{label} source", "not used"))
+            continue
+        name = Path(str(entry.get("path") or "?")).name
+        text = name + (f", release {entry['release']}" if entry.get("release") else "")
+        if entry.get("sha256"):
+            text += f", SHA-256 {str(entry['sha256'])[:16]}…"
+        rows.append((f"{label} source", text))
+    return rows
+
+
+# --------------------------------------------------------------------------- store access
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict]:
+    return con.sql(sql, params=params).to_arrow_table().to_pylist()
+
+
+def _columns(con: duckdb.DuckDBPyConnection, view: str) -> set[str]:
+    return {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
+
+
+def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()
+    return bool(found[0][0])
+
+
+def _kinship_view(con: duckdb.DuckDBPyConnection, store: Path) -> bool:
+    """Make sure a ``kinship`` view exists when the store has that table; True if it does."""
+    if _has_view(con, "kinship"):
+        return True
+    files = sorted(
+        p for p in (store / "kinship").rglob("*.parquet") if not p.name.startswith((".", "_"))
+    )
+    if not files:
+        return False
+    listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
+    con.execute(f"CREATE VIEW kinship AS SELECT * FROM read_parquet([{listing}])")
+    return True
+
+
+def _write_html(out_html: Path, title: str, body: str) -> None:
+    with atomic_output(Path(out_html)) as tmp:
+        tmp.write_text(page(title, body), encoding="utf-8")
+
+
+def _provenance_table(
+    store: Path,
+    batches: Sequence[str] | None,
+    provenance: Mapping[str, str] | None,
+    kb_dir: Path | None,
+) -> str:
+    """Provenance of this run next to what the store recorded when ``batches`` were added
+    (None: every batch). Values of several batches are joined by ", "."""
+    recorded: dict[str, set[str]] = {}
+    all_batches = committed_batches(store)
+    chosen = all_batches if batches is None else {b: all_batches.get(b, {}) for b in batches}
+    for record in chosen.values():
+        for key, value in (record.get("metadata") or {}).items():
+            recorded.setdefault(str(key), set()).add(str(value))
+    given = dict(provenance or {})
+    keys = list(PROVENANCE_LABELS) + sorted((set(given) | set(recorded)) - set(PROVENANCE_LABELS))
+    rows = []
+    for key in keys:
+        if key not in given and key not in recorded:
+            continue
+        stored = ", ".join(sorted(recorded.get(key, ())))
+        rows.append(
+            [
+                esc(PROVENANCE_LABELS.get(key, key.replace("_", " "))),
+                esc(given.get(key)),
+                esc(stored or None),
+            ]
         )
-    return (
-        f'<svg width="{width}" height="{height}" '
-        f'role="img" aria-label="allele frequency spectrum">'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#333"/>'
-        + "".join(bars)
-        + f'<text x="{width / 2}" y="{height - 6}" font-size="11" text-anchor="middle">'
-        "cohort allele frequency</text></svg>"
+    for label, text in kb_sources(kb_dir):
+        rows.append([esc(label), esc(text), "&mdash;"])
+    return "<h2>Provenance</h2>\n" + table(
+        ["item", "this report", "recorded when the batch was stored"], rows, css="prov"
     )
 
 
-def write_cohort_report(
-    store: Path, out_html: Path, provenance: Mapping[str, str] | None = None
-) -> None:
-    """Write the cohort HTML report: QC across samples, AF spectrum, pathogenic carriers per gene.
+# --------------------------------------------------------------------------- sample report
 
-    In: the cohort store and the output path; provenance key/values shown as given.
-    Out: ``out_html``, written atomically.
+
+def _load_qc(
+    con: duckdb.DuckDBPyConnection, sample: str, qc_json: Path | None
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], str]:
+    """(alignment QC, genotype QC, thresholds, where the thresholds come from) of one sample.
+
+    Alignment QC is the whole QC JSON (validated by read_qc_json) when given, else the
+    sample's sample_qc row when it holds alignment metrics, else None (no reads). Genotype QC
+    is the sample_qc columns of GENOTYPE_QC that the store has (empty: not computed)."""
+    thresholds: dict[str, Any] = dict(DEFAULT_THRESHOLDS)
+    origin = "defaults of cohortflow (the QC record gives none)"
+    stored = _rows(con, "SELECT * FROM sample_qc WHERE sample = ?", [sample])
+    row = dict(stored[0]) if stored else {}
+    genotype_qc = {k: row[k] for k in GENOTYPE_QC if k in row}
+    qc: dict[str, Any] | None = None
+    if qc_json is not None:
+        qc = read_qc_json(Path(qc_json), sample)
+        raw = json.loads(Path(qc_json).read_text(encoding="utf-8"))
+        qc.update({k: v for k, v in raw.items() if k not in qc})
+        given = raw.get("thresholds")
+        if isinstance(given, dict):
+            for key in thresholds:
+                if isinstance(given.get(key), int | float):
+                    thresholds[key] = float(given[key])
+            origin = f"as recorded in {Path(qc_json).name}"
+    elif any(row.get(k) is not None for k in ("qc_pass", "mean_coverage", "total_reads")):
+        qc = row
+    return qc, genotype_qc, thresholds, origin
+
+
+def _qc_section(
+    qc: Mapping[str, Any] | None,
+    thresholds: Mapping[str, Any],
+    origin: str,
+    coverage: str,
+) -> str:
+    parts = ["<h2>Quality control</h2>"]
+    if qc is None:
+        parts.append(
+            "<p class='na'>No alignment QC record for this sample (its input had no reads).</p>"
+        )
+        return "\n".join(parts)
+    parts.append(f"<p>Overall: {verdict(qc.get('qc_pass'))}</p>")
+    reasons = qc.get("qc_fail_reasons") or []
+    if reasons:
+        items = "".join(f"<li>{esc(r)}</li>" for r in reasons)
+        parts.append(f"<p>Reasons:</p><ul>{items}</ul>")
+    rows = []
+    for metric, label, key, op in QC_CHECKS:
+        value, limit = qc.get(metric), float(thresholds[key])
+        if value is None:
+            status = "<span class='na'>not measured</span>"
+        else:
+            passed = value >= limit if op == ">=" else value <= limit
+            status = (
+                "<span class='pass'>pass</span>" if passed else "<span class='fail'>fail</span>"
+            )
+        rows.append([esc(label), num(value), f"{esc(op)} {num(limit)}", status])
+    parts.append(table(["metric", "value", "threshold", "status"], rows, numeric=(1,)))
+    parts.append(f"<p class='note'>Thresholds: {esc(origin)}.</p>")
+    more = [[esc(label), num(qc.get(key))] for key, label in QC_MORE.items() if key in qc]
+    per_contig = qc.get("per_contig_mean_coverage")
+    if isinstance(per_contig, Mapping) and per_contig:
+        text = ", ".join(f"{c} {v:.1f}x" for c, v in per_contig.items() if v is not None)
+        more.append([esc("mean coverage per contig"), esc(text)])
+    plot = "<h3>Coverage</h3>\n" + coverage
+    parts.append(
+        "<div class='plots'><div><h3>Other metrics</h3>"
+        + table(["metric", "value"], more, numeric=(1,))
+        + f"</div><div>{plot}</div></div>"
+    )
+    return "\n".join(parts)
+
+
+def _coverage_plot(coverage_dist: Path | None, thresholds: Mapping[str, Any]) -> str:
+    if coverage_dist is None or not Path(coverage_dist).is_file():
+        return "<p class='na'>Coverage distribution not available for this sample.</p>"
+    curves = coverage_curves(read_global_dist(Path(coverage_dist)))
+    if not curves:
+        return "<p class='na'>The coverage distribution file has no data.</p>"
+    return coverage_svg(curves, float(thresholds["min_mean_coverage"]))
+
+
+def variant_summary(carried: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts over one sample's carried alleles (rows with ref, alt, alt_count, ploidy,
+    consequence): classes, consequences, transitions/transversions, zygosities."""
+    classes: Counter[str] = Counter({"SNV": 0, "insertion": 0, "deletion": 0, "MNV": 0})
+    consequences: Counter[str] = Counter()
+    zyg: Counter[str] = Counter({"heterozygous": 0, "homozygous": 0, "hemizygous": 0})
+    ti = tv = 0
+    for row in carried:
+        cls = allele_class(row["ref"], row["alt"])
+        classes[cls] += 1
+        if cls == "SNV":
+            if is_transition(row["ref"], row["alt"]):
+                ti += 1
+            else:
+                tv += 1
+        consequences[row.get("consequence") or "none (intergenic or not annotated)"] += 1
+        zyg[zygosity(row["alt_count"], row["ploidy"])] += 1
+    het, hom = zyg["heterozygous"], zyg["homozygous"]
+    return {
+        "n": len(carried),
+        "singletons": sum(1 for r in carried if r.get("ac") == 1),
+        "classes": dict(classes),
+        "consequences": dict(sorted(consequences.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "ti": ti,
+        "tv": tv,
+        "ti_tv": ti_tv_ratio(ti, tv),
+        "zygosity": dict(zyg),
+        "het_hom": het / hom if hom else None,
+    }
+
+
+def _summary_section(
+    summary: Mapping[str, Any], n_sites: int, n_called: int, stored: Mapping[str, Any]
+) -> str:
+    """The variant summary; Ti/Tv, het/hom, singletons and missingness come from the store's
+    sample_qc (``stored``) when it has them, else from this report's own counts."""
+    z = summary["zygosity"]
+    own = {
+        "n_variants": summary["n"],
+        "ti_tv": summary["ti_tv"],
+        "het_hom_ratio": summary["het_hom"],
+        "n_singletons": summary["singletons"],
+        "missingness": (n_sites - n_called) / n_sites if n_sites else None,
+    }
+    value = {}
+    for key, mine in own.items():
+        if key not in stored:
+            value[key] = mine
+            continue
+        value[key] = stored[key]
+        if (mine is None) != (stored[key] is None) or (
+            mine is not None and abs(float(mine) - float(stored[key])) > 1e-9 * max(1, abs(mine))
+        ):
+            log.warning("sample_qc %s is %s, this report counts %s", key, stored[key], mine)
+    items = [
+        (
+            "variant alleles carried",
+            f"{num(value['n_variants'])} <span class='note'>({z['heterozygous']} heterozygous, "
+            f"{z['homozygous']} homozygous, {z['hemizygous']} hemizygous)</span>",
+        ),
+        ("by class", ", ".join(f"{esc(k)} {esc(v)}" for k, v in summary["classes"].items())),
+        (
+            "Ti/Tv (SNVs)",
+            num(value["ti_tv"], 3)
+            + f" <span class='note'>({summary['ti']} / {summary['tv']})</span>",
+        ),
+        (
+            "het/hom ratio",
+            num(value["het_hom_ratio"], 3)
+            + f" <span class='note'>({z['heterozygous']} / {z['homozygous']})</span>",
+        ),
+        ("singletons (cohort allele count 1)", num(value["n_singletons"])),
+        (
+            "cohort sites called in this sample",
+            f"{esc(n_called)} of {esc(n_sites)} <span class='note'>(missingness "
+            f"{num(value['missingness'], 3)})</span>",
+        ),
+    ]
+    if all(k in stored for k in own):
+        source = "Ti/Tv, het/hom, singletons and missingness as stored in the cohort's sample_qc."
+    else:
+        source = (
+            "Cohort genotype QC not computed in the store: Ti/Tv, het/hom, singletons and "
+            "missingness are counted here from this sample's genotypes."
+        )
+    cq = table(
+        ["consequence", "alleles"],
+        [[esc(k.replace("&", " & ")), esc(v)] for k, v in summary["consequences"].items()],
+        numeric=(1,),
+    )
+    return (
+        "<h2>Variant summary</h2>\n<div class='plots'><div>"
+        + kv_table(items)
+        + f"<p class='note'>{esc(source)}</p></div><div>"
+        + cq
+        + "</div></div>"
+    )
+
+
+def _stars(n: Any, status: str | None) -> str:
+    if n is None:
+        return '<span class="na">not given</span>'
+    k = max(0, min(4, int(n)))
+    tip = f' title="{esc(status.replace("_", " "))}"' if status else ""
+    return f'<span class="stars"{tip}>{"★" * k}{"☆" * (4 - k)}</span>&nbsp;{k}'
+
+
+def _condition(text: str | None) -> str:
+    if not text:
+        return "&mdash;"
+    return esc(text.replace("_", " ").replace("|", "; "))
+
+
+def _change(row: Mapping[str, Any]) -> str:
+    genomic = esc(hgvs_genomic(row["contig"], row["pos"], row["ref"], row["alt"]))
+    raw = row.get("protein_change")
+    protein = hgvs_protein(raw, row.get("consequence"))
+    lines = []
+    if protein:
+        lines.append(f"<span title='{esc(raw)}'>{esc(protein)}</span>")
+    elif raw:
+        short = raw if len(raw) <= 24 else raw[:22] + "…"
+        lines.append(f"<span title='{esc(raw)}'>{esc(short)}</span>")
+    # the store key (cohortflow query ... WHERE variant_id = ...) on hover
+    vid = esc(row.get("variant_id"))
+    lines.append(f"<span class='note' title='store variant_id {vid}'>{genomic}</span>")
+    return "<br>".join(lines)
+
+
+def _clinvar_link(variation_id: Any) -> str:
+    if variation_id is None:
+        return "&mdash;"
+    text = str(variation_id)
+    if re.fullmatch(r"[0-9]+", text):
+        url = CLINVAR_URL.format(id=text)
+        return f'<a href="{esc(url)}">ClinVar {esc(text)}</a>'
+    return esc(text)
+
+
+def _genotype(row: Mapping[str, Any]) -> str:
+    text = f"{esc(zygosity(row['alt_count'], row['ploidy']))}<br><span class='note'>GT {esc(row['gt'])}"
+    text += f", depth {num(row.get('dp'))}, GQ {num(row.get('gq'))}</span>"
+    if row.get("filter") not in (None, ".", "PASS"):
+        text += f"<br><span class='warn'>filter {esc(row['filter'])}</span>"
+    return text
+
+
+FINDING_HEADERS = (
+    "gene",
+    "change",
+    "consequence",
+    "ClinVar significance",
+    "zygosity",
+    "review",
+    "condition",
+    "population AF",
+    "cohort AF",
+    "ClinVar",
+)
+
+
+def _findings_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            esc(r.get("gene")),
+            _change(r),
+            esc((r.get("consequence") or "").replace("&", " & ") or None),
+            esc((r.get("clinvar_significance") or "").replace("_", " ")),
+            _genotype(r),
+            _stars(r.get("clinvar_review_stars"), r.get("clinvar_review_status")),
+            _condition(r.get("clinvar_condition")),
+            num(r.get("pop_af")),
+            num(r.get("af")),
+            _clinvar_link(r.get("clinvar_variation_id")),
+        ]
+        for r in rows
+    ]
+
+
+def classify_findings(
+    carried: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """(pathogenic/likely pathogenic, VUS) among carried alleles; P/LP sorted Pathogenic
+    first, then gene, contig and position; VUS by contig and position."""
+    plp = [r for r in carried if clinvar_class(r.get("clinvar_significance")) == "pathogenic"]
+    plp.sort(
+        key=lambda r: (
+            _pathogenic_rank(r["clinvar_significance"]),
+            r.get("gene") or "",
+            r["contig"],
+            r["pos"],
+        )
+    )
+    vus = [r for r in carried if clinvar_class(r.get("clinvar_significance")) == "vus"]
+    return plp, vus
+
+
+def _findings_section(plp: Sequence[Mapping[str, Any]], vus: Sequence[Mapping[str, Any]]) -> str:
+    parts = ["<h2>Findings: ClinVar pathogenic and likely pathogenic</h2>"]
+    if plp:
+        parts.append(table(FINDING_HEADERS, _findings_rows(plp), numeric=(7, 8), css="findings"))
+    else:
+        parts.append(
+            "<p>No ClinVar pathogenic or likely pathogenic variant found in this sample. "
+            "<span class='note'>This covers called sites only: regions without coverage "
+            "are not assessed.</span></p>"
+        )
+    parts.append(
+        "<p class='note'>Change: HGVS-style labels (protein change from the most severe "
+        "consequence, genomic change with left-aligned positions). Cohort AF is the allele "
+        "frequency among all samples of the cohort called at the site. " + esc(DISCLAIMER) + "</p>"
+    )
+    parts.append(
+        f"<details>\n<summary>Variants of uncertain significance ({len(vus)})</summary>\n"
+        + (
+            table(FINDING_HEADERS, _findings_rows(vus), numeric=(7, 8), css="findings")
+            if vus
+            else "<p>None.</p>"
+        )
+        + "\n</details>"
+    )
+    return "\n".join(parts)
+
+
+def _identity_section(
+    sample: str, ident: Mapping[str, Any], inferred: str | None, run_date: str | None
+) -> str:
+    sex_note = ""
+    if inferred and ident["sex"] != "unknown" and inferred not in ("unknown", ident["sex"]):
+        sex_note = (
+            " <span class='warn'>(declared and inferred sex differ: check for a sample swap)</span>"
+        )
+    return "<h2>Identity</h2>\n" + kv_table(
+        [
+            ("sample", esc(sample)),
+            ("batch", esc(ident["batch"])),
+            ("declared sex", esc(ident["sex"])),
+            ("inferred sex", (esc(inferred) if inferred else NOT_COMPUTED) + sex_note),
+            (
+                "run date",
+                esc(run_date)
+                if run_date
+                else "<span class='na'>not recorded (add a run_date column to samples.tsv)</span>",
+            ),
+        ]
+    )
+
+
+def write_sample_report(
+    store: Path,
+    sample: str,
+    out_html: Path,
+    qc_json: Path | None = None,
+    provenance: Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    coverage_dist: Path | None = None,
+    run_date: str | None = None,
+    kb_dir: Path | None = None,
+) -> dict[str, int]:
+    """Write the self-contained HTML report of one sample.
+
+    In: the cohort store, the sample ID, the output path; optionally the sample's QC JSON (else
+    its sample_qc row), provenance key/values of this run (``run_provenance``), QC thresholds
+    (else those recorded in the QC JSON, else the config defaults), the mosdepth global
+    distribution for the coverage plot (default: next to ``qc_json``), the run date (text as
+    given, e.g. from samples.tsv) and the knowledge-base folder (its manifest lists sources).
+    Out: ``out_html``, written atomically, with this sample's data only; returns counts
+    {"pathogenic": n, "vus": n, "carried": n}. Raises CohortflowError when the sample is not
+    in the store or its QC files are unreadable or belong to another sample.
     """
     store = Path(store)
     con = open_store(store)
     try:
+        return _sample_report(
+            con, store, sample, Path(out_html), qc_json, provenance, thresholds,
+            coverage_dist, run_date, kb_dir,
+        )  # fmt: skip
+    finally:
+        con.close()
+
+
+def write_sample_reports(
+    store: Path,
+    samples: Sequence[str],
+    out_dir: Path,
+    qc_jsons: Mapping[str, Path] | None = None,
+    provenance: Mapping[str, str] | None = None,
+    run_dates: Mapping[str, str] | None = None,
+    kb_dir: Path | None = None,
+) -> dict[str, dict[str, int]]:
+    """Write ``out_dir/{sample}.html`` for each of ``samples`` over one store connection.
+
+    The same reports as :func:`write_sample_report` (QC JSON per sample from ``qc_jsons``,
+    coverage distribution next to it, run date from ``run_dates``); for one job writing a
+    whole cohort's reports. Returns sample -> counts."""
+    store, out_dir = Path(store), Path(out_dir)
+    out: dict[str, dict[str, int]] = {}
+    con = open_store(store)
+    try:
+        for sample in samples:
+            qc_json = (qc_jsons or {}).get(sample)
+            out[sample] = _sample_report(
+                con, store, sample, out_dir / f"{sample}.html", qc_json, provenance, None,
+                None, (run_dates or {}).get(sample), kb_dir,
+            )  # fmt: skip
+    finally:
+        con.close()
+    return out
+
+
+def _sample_report(
+    con: duckdb.DuckDBPyConnection,
+    store: Path,
+    sample: str,
+    out_html: Path,
+    qc_json: Path | None,
+    provenance: Mapping[str, str] | None,
+    thresholds: Mapping[str, float] | None,
+    coverage_dist: Path | None,
+    run_date: str | None,
+    kb_dir: Path | None,
+) -> dict[str, int]:
+    found = _rows(con, "SELECT sample, sex, batch FROM samples WHERE sample = ?", [sample])
+    if not found:
+        raise CohortflowError(
+            f"{store}: sample {sample} is not in the cohort store; aggregate it first"
+        )
+    ident = found[0]
+    qc, genotype_qc, qc_thresholds, origin = _load_qc(con, sample, qc_json)
+    carried = _rows(
+        con,
+        """SELECT g.alt_count, g.ploidy, g.gt, g.dp, g.gq, g.filter, v.*
+           FROM genotypes g JOIN variants v USING (contig, variant_id)
+           WHERE g.sample = ? AND g.alt_count >= 1
+           ORDER BY v.contig, v.pos, v.variant_id""",
+        [sample],
+    )
+    counts = _rows(
+        con,
+        "SELECT count(*) AS n, count(alt_count) AS called FROM genotypes WHERE sample = ?",
+        [sample],
+    )[0]
+    if thresholds is not None:
+        qc_thresholds.update({k: float(v) for k, v in thresholds.items()})
+        origin = "as given to the report"
+    if coverage_dist is None and qc_json is not None:
+        coverage_dist = coverage_dist_path(qc_json)
+
+    plp, vus = classify_findings(carried)
+    inferred = qc.get("inferred_sex") if qc else None
+    summary_badges = [
+        (
+            "QC " + verdict(qc.get("qc_pass") if qc else None),
+            "" if not qc or qc.get("qc_pass") is None else ("good" if qc["qc_pass"] else "bad"),
+        ),
+        (f"{len(plp)} pathogenic / likely pathogenic", "bad" if plp else "good"),
+        (f"{len(vus)} of uncertain significance", ""),
+    ]
+    body = "\n".join(
+        [
+            badges(summary_badges),
+            _identity_section(sample, ident, inferred, run_date),
+            _qc_section(qc, qc_thresholds, origin, _coverage_plot(coverage_dist, qc_thresholds)),
+            _summary_section(variant_summary(carried), counts["n"], counts["called"], genotype_qc),
+            _findings_section(plp, vus),
+            _provenance_table(store, [ident["batch"]], provenance, kb_dir),
+        ]
+    )
+    _write_html(out_html, f"Sample report: {sample}", body)
+    log.info("wrote %s (%d pathogenic findings, %d VUS)", out_html, len(plp), len(vus))
+    return {"pathogenic": len(plp), "vus": len(vus), "carried": len(carried)}
+
+
+# --------------------------------------------------------------------------- cohort report
+
+
+def sex_check(declared: str | None, inferred: str | None) -> str:
+    """ "mismatch" (declared and inferred differ), "undetermined" (no usable inference),
+    "not declared", or "consistent"."""
+    if not inferred or inferred == "unknown":
+        return "undetermined"
+    if not declared or declared == "unknown":
+        return "not declared"
+    return "consistent" if declared == inferred else "mismatch"
+
+
+def qc_outliers(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]
+) -> dict[tuple[str, str], float | None]:
+    """Robust z-score of each (sample, metric) within the sample's batch.
+
+    In: rows with "sample", "batch" and the metric columns. Out: (sample, metric) -> z, None
+    when the value is missing or the batch has too few values (see :func:`robust_z`)."""
+    by_batch: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_batch.setdefault(row["batch"], []).append(row)
+    out: dict[tuple[str, str], float | None] = {}
+    for members in by_batch.values():
+        for metric in metrics:
+            zs = robust_z([m.get(metric) for m in members])
+            for member, z in zip(members, zs, strict=True):
+                out[(member["sample"], metric)] = z
+    return out
+
+
+def _qc_cohort_section(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]
+) -> tuple[str, int]:
+    """The QC table across samples with flagged outliers; returns (HTML, samples flagged)."""
+    z = qc_outliers(rows, metrics)
+    table_rows = []
+    n_flagged = 0
+    for r in rows:
+        flags = []
+        cells: list[Any] = [esc(r["sample"]), esc(r["batch"])]
+        for metric in metrics:
+            score = z.get((r["sample"], metric))
+            text = num(r.get(metric))
+            if score is not None and abs(score) > OUTLIER_Z:
+                flags.append(f"{COHORT_QC_METRICS[metric]} (z {score:+.1f})")
+                cells.append((text, "outlier", f"robust z {score:+.2f}"))
+            else:
+                tip = f"robust z {score:+.2f}" if score is not None else ""
+                cells.append((text, "", tip) if tip else text)
+        check = sex_check(r.get("sex"), r.get("inferred_sex"))
+        if check == "mismatch":
+            flags.append("sex mismatch")
+        n_flagged += bool(flags)
+        reasons = "; ".join(r.get("qc_fail_reasons") or [])
+        sex_text = f"{esc(r.get('sex'))} / {esc(r.get('inferred_sex'))}<br>"
+        sex_text += (
+            f"<span class='warn'>{esc(check)}</span>"
+            if check == "mismatch"
+            else f"<span class='note'>{esc(check)}</span>"
+        )
+        cells += [
+            sex_text,
+            verdict(r.get("qc_pass"))
+            + (f"<br><span class='note'>{esc(reasons)}</span>" if reasons else ""),
+            f"<span class='warn'>{esc('; '.join(flags))}</span>" if flags else "&mdash;",
+        ]
+        table_rows.append(cells)
+    headers = ["sample", "batch", *(COHORT_QC_METRICS[m] for m in metrics)]
+    headers += ["sex: declared / inferred", "QC", "flags"]
+    numeric = tuple(range(2, 2 + len(metrics)))
+    html_text = (
+        "<h2>Samples and QC</h2>\n<div class='scroll'>"
+        + table(headers, table_rows, numeric=numeric, css="qc")
+        + "</div>"
+        + f"<p class='note'>Outliers: a value whose robust z-score (0.6745 &times; (value "
+        f"&minus; batch median) / MAD) within its batch is beyond &plusmn;{OUTLIER_Z:g} is "
+        f"shaded; batches with fewer than {MIN_SAMPLES_FOR_Z} samples get no z-scores. "
+        "Hover a value for its z-score. Sex check compares the sample sheet with the sex "
+        "inferred from X/Y coverage.</p>"
+    )
+    return html_text, n_flagged
+
+
+def _kinship_section(
+    pairs: list[dict] | None, n_pairs: int, n_undetermined: int
+) -> tuple[str, int]:
+    """Related and duplicate pairs; returns (HTML, pairs flagged)."""
+    if pairs is None:
+        return "<h2>Kinship</h2>\n<p class='na'>Kinship not computed.</p>", 0
+    head = (
+        f"<h2>Kinship</h2>\n<p>{n_pairs} sample pairs compared (KING-robust kinship); "
+        f"{len(pairs)} related"
+        + (f"; {n_undetermined} with too few informative sites to say" if n_undetermined else "")
+        + ".</p>"
+    )
+    if not pairs:
+        return head, 0
+    if len(pairs) > MAX_PAIRS_LISTED:
+        head += (
+            f"<p class='warn'>The {MAX_PAIRS_LISTED} closest pairs are listed; "
+            f"{len(pairs) - MAX_PAIRS_LISTED} more are in the store's kinship table "
+            "(cohortflow query). So many related pairs usually means a data problem "
+            "(contamination, or samples without reference-confidence calls).</p>"
+        )
+    rows = [
+        [
+            esc(p["sample_a"]),
+            esc(p["sample_b"]),
+            num(p.get("kinship"), 3),
+            num(p.get("ibs0")),
+            num(p.get("n_sites")),
+            f"<span class='warn'>{esc(p['relationship'])}</span>",
+            esc(RELATIONSHIP_NOTES.get(p["relationship"], "")),
+        ]
+        for p in pairs[:MAX_PAIRS_LISTED]
+    ]
+    return head + table(
+        ["sample", "sample", "kinship", "IBS0 sites", "sites", "relationship", "meaning"],
+        rows,
+        numeric=(2, 3, 4),
+    ), len(pairs)
+
+
+def _carriers_section(genes: Sequence[Mapping[str, Any]]) -> str:
+    head = "<h2>Carriers of pathogenic and likely pathogenic variants, per gene</h2>\n"
+    if not genes:
+        return head + "<p>No carrier of a ClinVar pathogenic or likely pathogenic variant.</p>"
+    rows = [
+        [
+            esc(g["gene"]),
+            esc(g["variants"]),
+            esc(g["carriers"]),
+            esc(g["het_carriers"]),
+            esc(g["biallelic"]),
+        ]
+        for g in genes
+    ]
+    return (
+        head
+        + table(
+            [
+                "gene",
+                "P/LP alleles present",
+                "carriers",
+                "heterozygous carriers (one allele)",
+                "homozygous, hemizygous or two P/LP alleles",
+            ],
+            rows,
+            numeric=(1, 2, 3, 4),
+        )
+        + "<p class='note'>Samples with two P/LP alleles in one gene may be compound "
+        "heterozygous or have both alleles on one haplotype: phase before interpreting.</p>"
+    )
+
+
+def _af_section(afs: Sequence[float], n_singletons: int) -> str:
+    counts = af_histogram(afs)
+    labels = [f"{AF_BINS[i]:g}–{AF_BINS[i + 1]:g}" for i in range(len(AF_BINS) - 1)]
+    return (
+        "<h2>Allele frequency spectrum</h2>\n"
+        f"<p class='note'>{len(afs)} alleles with at least one carrier; {n_singletons} "
+        "singletons (allele count 1). Bins are [low, high), the last includes 1.</p>\n"
+        + bar_chart_svg(labels, counts, "cohort allele frequency", "allele frequency spectrum")
+    )
+
+
+def _gene_carriers(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    annotated = _rows(
+        con,
+        "SELECT variant_id, clinvar_significance FROM variants "
+        "WHERE clinvar_significance IS NOT NULL",
+    )
+    plp = sorted(
+        r["variant_id"]
+        for r in annotated
+        if clinvar_class(r["clinvar_significance"]) == "pathogenic"
+    )
+    if not plp:
+        return []
+    return _rows(
+        con,
+        """WITH per_sample AS (
+             SELECT coalesce(v.gene, '(no gene)') AS gene, g.sample,
+                    count(DISTINCT v.variant_id) AS alleles,
+                    sum(g.alt_count) AS copies, min(g.ploidy) AS ploidy
+             FROM genotypes g JOIN variants v USING (contig, variant_id)
+             WHERE g.alt_count >= 1 AND list_contains(?, v.variant_id)
+             GROUP BY ALL),
+           present AS (
+             SELECT coalesce(v.gene, '(no gene)') AS gene,
+                    count(DISTINCT v.variant_id) AS variants
+             FROM variants v WHERE v.ac > 0 AND list_contains(?, v.variant_id) GROUP BY ALL)
+           SELECT p.gene, any_value(pr.variants) AS variants, count(*) AS carriers,
+                  count(*) FILTER (WHERE copies = 1 AND ploidy IS DISTINCT FROM 1) AS het_carriers,
+                  count(*) FILTER (WHERE copies >= 2 OR ploidy = 1) AS biallelic
+           FROM per_sample p JOIN present pr USING (gene)
+           GROUP BY p.gene ORDER BY carriers DESC, p.gene""",
+        [plp, plp],
+    )
+
+
+def write_cohort_report(
+    store: Path,
+    out_html: Path,
+    provenance: Mapping[str, str] | None = None,
+    kb_dir: Path | None = None,
+) -> dict[str, int]:
+    """Write the cohort HTML report: QC across samples with per-batch robust z-score outliers,
+    sex-check and kinship flags, the allele-frequency spectrum, P/LP carriers per gene.
+
+    In: the cohort store, the output path; provenance of this run (``run_provenance``) and the
+    knowledge-base folder, shown as given. Uses the sample_qc genotype metrics and the
+    ``kinship`` table when the store has them, else says "not computed".
+    Out: ``out_html``, written atomically; returns counts {"samples", "qc_flagged",
+    "related_pairs"}.
+    """
+    store = Path(store)
+    con = open_store(store)
+    try:
+        qc_cols = _columns(con, "sample_qc")
+        metrics = [m for m in COHORT_QC_METRICS if m in qc_cols]
+        selected = ", ".join(f"q.{m}" for m in metrics)
         qc_rows = _rows(
             con,
-            """SELECT s.sample, s.batch, s.sex, q.inferred_sex, q.mean_coverage,
-                      q.mapped_fraction, q.duplicate_fraction, q.fraction_20x, q.qc_pass,
-                      q.qc_fail_reasons
-               FROM samples s LEFT JOIN sample_qc q USING (sample) ORDER BY s.sample""",
+            f"""SELECT s.sample, s.batch, s.sex, q.inferred_sex, q.qc_pass, q.qc_fail_reasons,
+                       {selected}
+                FROM samples s LEFT JOIN sample_qc q USING (sample) ORDER BY s.batch, s.sample""",
         )
         afs = [
             r["af"] for r in _rows(con, "SELECT af FROM variants WHERE ac > 0 AND af IS NOT NULL")
         ]
+        n_singletons = _rows(con, "SELECT count(*) AS n FROM variants WHERE ac = 1")[0]["n"]
         n_variants = _rows(con, "SELECT count(*) AS n FROM variants")[0]["n"]
-        annotated = _rows(
-            con,
-            "SELECT variant_id, gene, clinvar_significance FROM variants "
-            "WHERE clinvar_significance IS NOT NULL",
-        )
-        plp = sorted(
-            r["variant_id"]
-            for r in annotated
-            if clinvar_class(r["clinvar_significance"]) == "pathogenic"
-        )
-        genes: list[dict] = []
-        if plp:
-            genes = _rows(
-                con,
-                """SELECT coalesce(v.gene, '(no gene)') AS gene,
-                          count(DISTINCT v.variant_id) AS variants,
-                          count(DISTINCT g.sample) AS carriers
-                   FROM genotypes g JOIN variants v USING (contig, variant_id)
-                   WHERE g.alt_count >= 1 AND list_contains(?, v.variant_id)
-                   GROUP BY ALL ORDER BY carriers DESC, gene""",
-                [plp],
-            )
+        genes = _gene_carriers(con)
+        pairs: list[dict] | None = None
+        n_pairs = 0
+        n_undetermined = 0
+        if _kinship_view(con, store):
+            n_pairs = _rows(con, "SELECT count(*) AS n FROM kinship")[0]["n"]
+            if n_pairs:
+                n_undetermined = _rows(
+                    con, "SELECT count(*) AS n FROM kinship WHERE relationship IS NULL"
+                )[0]["n"]
+                pairs = _rows(
+                    con,
+                    "SELECT * FROM kinship WHERE relationship IN "
+                    f"({', '.join(repr(r) for r in RELATIONSHIP_NOTES)}) "
+                    "ORDER BY kinship DESC, sample_a, sample_b",
+                )
     finally:
         con.close()
 
-    def verdict(v: bool | None) -> str:
-        if v is None:
-            return "<span class='na'>no QC</span>"
-        return "<span class='pass'>PASS</span>" if v else "<span class='fail'>FAIL</span>"
-
-    qc_table = _table(
-        [
-            "sample",
-            "batch",
-            "declared sex",
-            "inferred sex",
-            "mean coverage",
-            "mapped fraction",
-            "duplicate fraction",
-            "fraction 20x",
-            "QC",
-            "reasons",
-        ],
-        [
-            [
-                esc(r["sample"]),
-                esc(r["batch"]),
-                esc(r["sex"]),
-                esc(r["inferred_sex"]),
-                _num(r["mean_coverage"]),
-                _num(r["mapped_fraction"]),
-                _num(r["duplicate_fraction"]),
-                _num(r["fraction_20x"]),
-                verdict(r["qc_pass"]),
-                esc("; ".join(r["qc_fail_reasons"] or [])),
-            ]
-            for r in qc_rows
-        ],
-    )
+    missing = [COHORT_QC_METRICS[m] for m in GENOTYPE_QC if m not in metrics]
+    qc_html, n_flagged = _qc_cohort_section(qc_rows, metrics)
+    if missing:
+        qc_html += f"<p class='na'>Not computed: {esc(', '.join(missing))}.</p>"
+    kin_html, n_related = _kinship_section(pairs, n_pairs, n_undetermined)
     n_pass = sum(1 for r in qc_rows if r["qc_pass"])
-    gene_table = (
-        _table(
-            ["gene", "pathogenic / likely pathogenic variants", "carriers"],
-            [[esc(g["gene"]), esc(g["variants"]), esc(g["carriers"])] for g in genes],
-        )
-        if genes
-        else "<p>No carrier of a ClinVar pathogenic or likely pathogenic variant.</p>"
+    batches = sorted({r["batch"] for r in qc_rows})
+    n_mismatch = sum(
+        1 for r in qc_rows if sex_check(r.get("sex"), r.get("inferred_sex")) == "mismatch"
     )
     body = "\n".join(
         [
-            "<h2>Samples and QC</h2>",
-            f"<p>{len(qc_rows)} samples, {n_pass} pass QC; {n_variants} alleles in the store.</p>",
-            qc_table,
-            "<h2>Allele frequency spectrum</h2>",
-            f"<p class='note'>{len(afs)} alleles with at least one carrier.</p>",
-            af_spectrum_svg(afs),
-            "<h2>Carriers of pathogenic variants per gene</h2>",
-            gene_table,
-            "<h2>Provenance</h2>",
-            _kv_table(_provenance_items(store, None, provenance)),
+            badges(
+                [
+                    (f"{len(qc_rows)} samples in {len(batches)} batch(es)", ""),
+                    (f"{n_pass} pass QC", "good" if n_pass == len(qc_rows) else "bad"),
+                    (f"{n_flagged} flagged", "bad" if n_flagged else "good"),
+                    (f"{n_mismatch} sex mismatches", "bad" if n_mismatch else "good"),
+                    (
+                        f"{n_related} related pairs"
+                        if pairs is not None
+                        else "kinship not computed",
+                        "bad" if n_related else "",
+                    ),
+                    (f"{n_variants} alleles in the store", ""),
+                ]
+            ),
+            qc_html,
+            kin_html,
+            _af_section(afs, n_singletons),
+            _carriers_section(genes),
+            _provenance_table(store, None, provenance, kb_dir),
+            f"<p class='note'>{esc(DISCLAIMER)}</p>",
         ]
     )
-    _write_html(Path(out_html), "cohortflow cohort report", body)
-    log.info("wrote %s (%d samples)", out_html, len(qc_rows))
+    _write_html(Path(out_html), "Cohort report", body)
+    log.info("wrote %s (%d samples, %d flagged)", out_html, len(qc_rows), n_flagged)
+    return {"samples": len(qc_rows), "qc_flagged": n_flagged, "related_pairs": n_related}

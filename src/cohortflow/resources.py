@@ -40,7 +40,7 @@ SCALES: dict[str, Scale] = {
     "build_kb": Scale(base_mb=2000, mb_per_input_mb=2.0, base_min=15, min_per_gb=10.0),
     "annotate_variants": Scale(base_mb=1500, mb_per_input_mb=0.5, base_min=10, min_per_gb=10.0),
     "aggregate_cohort": Scale(base_mb=4000, mb_per_input_mb=0.0, base_min=30, min_per_gb=4.0),
-    "report_sample": Scale(base_mb=1000, mb_per_input_mb=0.0, base_min=5, min_per_gb=0.0),
+    "report_samples": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=15, min_per_gb=0.0),
     "report_cohort": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=10, min_per_gb=0.0),
 }
 DEFAULT = Scale(base_mb=2000, mb_per_input_mb=0.5, base_min=30, min_per_gb=10.0)

@@ -1,4 +1,4 @@
-"""Tests of cohortflow.report: per-sample and cohort HTML from a small hand-made store."""
+"""Tests of cohortflow.report: per-sample and cohort HTML from small hand-made stores."""
 
 from __future__ import annotations
 
@@ -6,20 +6,79 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pysam
 import pytest
-from test_store import write_vcf
 
+from cohortflow import report
 from cohortflow.errors import CohortflowError
 from cohortflow.report import (
     af_histogram,
+    allele_class,
     clinvar_class,
+    coverage_curves,
+    coverage_dist_path,
+    hgvs_genomic,
+    hgvs_protein,
+    kb_sources,
+    qc_outliers,
+    read_global_dist,
+    robust_z,
+    run_date_of,
+    sex_check,
+    variant_summary,
     write_cohort_report,
     write_sample_report,
 )
-from cohortflow.store import SampleInput, aggregate
+from cohortflow.store import SampleInput, aggregate, table_files
 
-P = "CLNSIG=Pathogenic;CLN_STARS=2;CLNDN=Cystic_fibrosis;CLNVID=7105;GENE=CFTR;POP_AF=0.01"
+HEADER = """##fileformat=VCFv4.2
+##FILTER=<ID=PASS,Description="All filters passed">
+##FILTER=<ID=LowQual,Description="Low quality">
+##contig=<ID=chr1,length=1000>
+##contig=<ID=chrX,length=1000>
+##INFO=<ID=CLNSIG,Number=.,Type=String,Description="ClinVar significance">
+##INFO=<ID=CLNREVSTAT,Number=.,Type=String,Description="ClinVar review status">
+##INFO=<ID=CLN_STARS,Number=1,Type=Integer,Description="Review stars">
+##INFO=<ID=CLNDN,Number=.,Type=String,Description="Condition">
+##INFO=<ID=CLNVID,Number=1,Type=String,Description="ClinVar variation ID">
+##INFO=<ID=GENE,Number=1,Type=String,Description="Gene">
+##INFO=<ID=CONSEQUENCE,Number=1,Type=String,Description="Consequence">
+##INFO=<ID=PROTEIN_CHANGE,Number=1,Type=String,Description="Amino-acid change">
+##INFO=<ID=POP_AF,Number=A,Type=Float,Description="Population AF">
+##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">
+##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">
+##FORMAT=<ID=GQ,Number=1,Type=Integer,Description="Genotype quality">
+"""
+P = (
+    "CLNSIG=Pathogenic;CLN_STARS=2;CLNREVSTAT=criteria_provided%2C_multiple_submitters;"
+    "CLNDN=Cystic_fibrosis;CLNVID=7105;GENE=CFTR;POP_AF=0.01;CONSEQUENCE=missense;"
+    "PROTEIN_CHANGE=20A>20P"
+)
 SAMPLES = ("PATIENT-ALPHA", "PATIENT-BRAVO", "PATIENT-CHARLIE")
+
+
+def write_vcf(path: Path, sample: str, rows: list[str]) -> Path:
+    """A bgzipped single-sample VCF from 'contig pos ref alt info gt:dp:gq [filter]' rows."""
+    lines = [
+        HEADER.rstrip("\n"),
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + sample,
+    ]
+    for row in rows:
+        contig, pos, ref, alt, info, fields, *rest = row.split()
+        filt = rest[0] if rest else "PASS"
+        lines.append("\t".join([contig, pos, ".", ref, alt, "50", filt, info, "GT:DP:GQ", fields]))
+    text = path.with_suffix("")
+    text.write_text("\n".join(lines) + "\n")
+    pysam.tabix_compress(str(text), str(path), force=True)
+    text.unlink()
+    return path
+
+
+def write_qc(path: Path, sample: str, **values: object) -> Path:
+    path.write_text(json.dumps({"sample": sample, **values}))
+    return path
 
 
 @pytest.fixture()
@@ -28,31 +87,35 @@ def store(tmp_path: Path) -> Path:
         tmp_path / "a.vcf.gz",
         SAMPLES[0],
         [
-            f"chr1 100 A G {P} 1/1:30:50:0,30",
-            "chr1 300 T C CLNSIG=Uncertain_significance;GENE=GENE3;CLNVID=999 0/1:20:40:10,10",
-            "chrX 50 G A CLNSIG=Likely_pathogenic;CLN_STARS=1;GENE=XGENE;CLNVID=55 1:12:45:0,12",
+            f"chr1 100 A G {P} 1/1:30:50",
+            "chr1 300 T C CLNSIG=Uncertain_significance;GENE=GENE3;CLNVID=999 0/1:20:40",
+            "chr1 500 ACT A CONSEQUENCE=frameshift;GENE=FSG;PROTEIN_CHANGE=40KLV*>40K* 0/1:22:40",
+            "chrX 50 G A CLNSIG=Likely_pathogenic;CLN_STARS=1;GENE=XGENE;CLNVID=55;"
+            "CONSEQUENCE=stop_gained;PROTEIN_CHANGE=12Q>12* 1:12:45 LowQual",
         ],
     )
     bravo = write_vcf(
         tmp_path / "b.vcf.gz",
         SAMPLES[1],
-        [f"chr1 100 A G {P} 0/1:30:50:15,15", "chr1 200 C T CLNSIG=Benign;GENE=B1 0/1:20:40"],
+        [f"chr1 100 A G {P} 0/1:30:50", "chr1 200 C T CLNSIG=Benign;GENE=B1 0/1:20:40"],
     )
-    charlie = write_vcf(tmp_path / "c.vcf.gz", SAMPLES[2], ["chr1 400 G T . 0/1:26:55:13,13"])
-    qc = tmp_path / "alpha.qc.json"
-    qc.write_text(
-        json.dumps(
-            {
-                "sample": SAMPLES[0],
-                "total_reads": 123456,
-                "mapped_fraction": 0.97,
-                "duplicate_fraction": 0.41,
-                "mean_coverage": 28.5,
-                "inferred_sex": "male",
-                "qc_pass": False,
-                "qc_fail_reasons": ["duplicate_fraction 0.41 > 0.3"],
-            }
-        )
+    charlie = write_vcf(tmp_path / "c.vcf.gz", SAMPLES[2], ["chr1 400 G T . 0/1:26:55"])
+    qc = write_qc(
+        tmp_path / "alpha.qc.json",
+        SAMPLES[0],
+        total_reads=123456,
+        mapped_fraction=0.97,
+        duplicate_fraction=0.41,
+        mean_coverage=28.5,
+        fraction_20x=0.91,
+        inferred_sex="male",
+        qc_pass=False,
+        qc_fail_reasons=["duplicate_fraction 0.41 > 0.3"],
+        thresholds={"min_mean_coverage": 25, "min_mapped_fraction": 0.95},
+    )
+    (tmp_path / "alpha.mosdepth.global.dist.txt").write_text(
+        "chr1\t2\t0.10\nchr1\t1\t0.80\nchr1\t0\t1.00\ntotal\t40\t0.00\ntotal\t30\t0.40\n"
+        "total\t20\t0.90\ntotal\t0\t1.00\n"
     )
     out = tmp_path / "store"
     aggregate(
@@ -78,83 +141,311 @@ def _assert_no_network_loads(page: str) -> None:
     urls = re.findall(r"""(?:src|href)\s*=\s*["']?(https?:[^"' >]+)""", page, flags=re.I)
     for url in urls:
         assert re.fullmatch(r"https://www\.ncbi\.nlm\.nih\.gov/clinvar/variation/\d+/", url), url
-    assert not re.search(r"<(script|link|img|iframe)\b|@import|url\(", page, flags=re.I)
+    assert not re.search(r"<(link|img|iframe|object|embed)\b|@import|url\(|\bsrc=", page, re.I)
+    # the one inline script only opens collapsed sections before printing
+    assert re.findall(r"<script\b[^>]*>", page) == ["<script>"]
+    assert "fetch(" not in page and "XMLHttpRequest" not in page
 
 
 def test_sample_report_findings_zygosity_and_isolation(store: Path, tmp_path: Path) -> None:
     reports = {}
     for sample in SAMPLES:
         out = tmp_path / f"{sample}.html"
-        write_sample_report(
+        counts = write_sample_report(
             store,
             sample,
             out,
-            provenance={"run": "<script>alert(1)</script>", "pipeline": "test"},
+            provenance={"run": "<script>alert(1)</script>", "caller": "bcftools"},
+            run_date="2024-03-05",
         )
         reports[sample] = out.read_text()
+        assert counts["pathogenic"] == {0: 2, 1: 1, 2: 0}[SAMPLES.index(sample)]
     alpha, bravo, charlie = (reports[s] for s in SAMPLES)
 
     cftr = _row_with(alpha, "CFTR")
-    assert "homozygous" in cftr and "Pathogenic" in cftr
+    assert "homozygous" in cftr and "Pathogenic" in cftr and "GT 1/1, depth 30, GQ 50" in cftr
     assert 'href="https://www.ncbi.nlm.nih.gov/clinvar/variation/7105/"' in cftr
-    assert "Cystic fibrosis" in cftr and "0.01" in cftr and "★★☆☆" in cftr
-    # cohort AF of chr1:100: 1/1 + 0/1 = 3 of 4 alleles (charlie has no gVCF: a no-call there)
-    assert "<td>0.75</td>" in cftr
+    assert "Cystic fibrosis" in cftr and "★★☆☆" in cftr
+    assert "p.(Ala20Pro)" in cftr and "chr1:g.100A&gt;G" in cftr and "missense" in cftr
+    assert "title='store variant_id chr1-100-A-G'" in cftr
+    assert 'title="criteria provided, multiple submitters"' in cftr
+    # population AF 0.01; cohort AF of chr1:100: 1/1 + 0/1 = 3 of 4 alleles (charlie: no-call)
+    assert '<td class="num">0.01</td><td class="num">0.75</td>' in cftr
     xgene = _row_with(alpha, "XGENE")
-    assert "hemizygous" in xgene and "Likely pathogenic" in xgene
-    assert alpha.index("CFTR") < alpha.index("XGENE")  # pathogenic before likely pathogenic
+    assert "hemizygous" in xgene and "Likely pathogenic" in xgene and "p.(Gln12Ter)" in xgene
+    assert "filter LowQual" in xgene
+    findings = alpha[alpha.index("<h2>Findings") : alpha.index("<details>")]
+    assert findings.index("CFTR") < findings.index("XGENE")  # pathogenic before likely
+    assert "FSG" not in findings  # not in ClinVar: no finding
     details = alpha[alpha.index("<details>") : alpha.index("</details>")]
+    assert "Variants of uncertain significance (1)" in details
     assert "GENE3" in details and "Uncertain significance" in details
     assert "GENE3" not in alpha[: alpha.index("<details>")]
+    # identity, with the sex check against the QC JSON and the run date
+    assert "<tr><th>run date</th><td>2024-03-05</td></tr>" in alpha
+    assert "<tr><th>declared sex</th><td>male</td></tr>" in alpha
+    assert "<tr><th>batch</th><td>b1</td></tr>" in alpha
     # QC from the store: fail with its reason, duplicate fraction above the threshold
     assert "FAIL" in alpha and "duplicate_fraction 0.41 &gt; 0.3" in alpha
-    assert "fail" in _row_with(alpha, "<td>duplicate_fraction</td>")
-    assert "pass" in _row_with(alpha, "<td>mean_coverage</td>")
-    # variant summary of alpha: 3 SNVs, all transitions (A>G, T>C, G>A): Ti/Tv undefined
-    assert "<td>3</td>" in _row_with(alpha, "alleles carried")
-    assert "(3 / 0)" in _row_with(alpha, "Ti/Tv")
-    assert "(1 / 1)" in _row_with(alpha, "heterozygous / homozygous")
+    assert "fail" in _row_with(alpha, "<td>duplicate fraction</td>")
+    assert "pass" in _row_with(alpha, "<td>mean coverage (x)</td>")
+    assert "as stored in the cohort&#x27;s sample_qc" in alpha
+    # variant summary of alpha: 3 SNVs (A>G, T>C, G>A: all transitions), 1 deletion
+    assert "<td>4 <span" in _row_with(alpha, "variant alleles carried")
+    assert "(2 heterozygous, 1 homozygous, 1 hemizygous)" in alpha
+    assert "SNV 3, insertion 0, deletion 1, MNV 0" in alpha
+    assert "(3 / 0)" in _row_with(alpha, "Ti/Tv (SNVs)")
+    assert "(2 / 1)" in _row_with(alpha, "het/hom ratio")
+    assert "<td>3</td>" in _row_with(alpha, "singletons (cohort allele count 1)")
+    assert "4 of 6 <span class='note'>(missingness 0.333)" in alpha  # no gVCF: 2 no-calls
+    assert re.search(r"<td>frameshift</td><td class=\"num\">1</td>", alpha)
 
     assert "heterozygous" in _row_with(bravo, "CFTR")
     assert "XGENE" not in bravo and "B1" not in bravo.split("<details>")[0]
     assert "No ClinVar pathogenic or likely pathogenic variant" in charlie
+    assert "not recorded" not in alpha
     for sample, page in reports.items():
         others = [s for s in SAMPLES if s != sample]
         assert sample in page
         assert not any(o in page for o in others), sample
         _assert_no_network_loads(page)
-        assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert "GRCh38" in page
     assert "clinvar_20240101" in alpha and "clinvar_20240101" not in charlie
+
+
+def test_sample_report_qc_thresholds_and_coverage_plot(store: Path, tmp_path: Path) -> None:
+    qc = tmp_path / "alpha.qc.json"
+    out = tmp_path / "alpha.html"
+    write_sample_report(store, SAMPLES[0], out, qc_json=qc)
+    page = out.read_text()
+    # thresholds recorded in the QC JSON win over the defaults (25 here, not 20)
+    row = _row_with(page, "<td>mean coverage (x)</td>")
+    assert "&gt;= 25" in row and "pass" in row
+    assert "as recorded in alpha.qc.json" in page
+    assert '<td>fraction of bases &gt;= 20x</td><td class="num">0.91</td>' in page
+    # coverage plot from alpha.mosdepth.global.dist.txt next to the QC JSON: "total" curve
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert "QC minimum mean 25x" in svg and "all bases" in svg
+    points = re.search(r'<polyline points="([^"]+)"', svg)
+    assert points is not None and len(points[1].split()) == 4
+    # explicit thresholds override both
+    write_sample_report(store, SAMPLES[0], out, qc_json=qc, thresholds={"min_mean_coverage": 30})
+    assert "fail" in _row_with(out.read_text(), "<td>mean coverage (x)</td>")
+    # no distribution file: the report says so
+    write_sample_report(store, SAMPLES[0], out)
+    assert "Coverage distribution not available" in out.read_text()
+    write_sample_report(store, SAMPLES[1], out)
+    assert "No alignment QC record for this sample" in out.read_text()
 
 
 def test_sample_report_refuses_unknown_sample_and_foreign_qc(store: Path, tmp_path: Path) -> None:
     with pytest.raises(CohortflowError, match="not in the cohort store"):
         write_sample_report(store, "NOBODY", tmp_path / "x.html")
-    qc = tmp_path / "q.json"
-    qc.write_text(json.dumps({"sample": SAMPLES[1], "qc_pass": True}))
+    qc = write_qc(tmp_path / "q.json", SAMPLES[1], qc_pass=True)
     with pytest.raises(CohortflowError, match="QC JSON is for sample"):
         write_sample_report(store, SAMPLES[0], tmp_path / "x.html", qc_json=qc)
+    bad = tmp_path / "bad.mosdepth.global.dist.txt"
+    bad.write_text("total\tten\t0.5\n")
+    with pytest.raises(CohortflowError, match="line 1 is not"):
+        write_sample_report(store, SAMPLES[0], tmp_path / "x.html", coverage_dist=bad)
     assert not (tmp_path / "x.html").exists()
+
+
+def test_sample_report_is_deterministic(store: Path, tmp_path: Path) -> None:
+    write_sample_report(store, SAMPLES[0], tmp_path / "1.html", provenance={"caller": "x"})
+    write_sample_report(store, SAMPLES[0], tmp_path / "2.html", provenance={"caller": "x"})
+    assert (tmp_path / "1.html").read_bytes() == (tmp_path / "2.html").read_bytes()
 
 
 def test_cohort_report(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "cohort.html"
-    write_cohort_report(store, out, provenance={"run": "r1"})
+    counts = write_cohort_report(store, out, provenance={"run": "r1"})
     page = out.read_text()
+    assert counts == {"samples": 3, "qc_flagged": 0, "related_pairs": 0}
+    # 3 pairs, but 5 alleles give too few shared heterozygous sites to name a relationship
+    assert "3 sample pairs compared (KING-robust kinship); 0 related; 3 with too few" in page
     for sample in SAMPLES:
         assert sample in page
     assert "<svg" in page
-    assert re.search(r"<td>CFTR</td><td>1</td><td>2</td>", page)
-    assert re.search(r"<td>XGENE</td><td>1</td><td>1</td>", page)
+    # CFTR: 1 allele, carriers alpha (hom) and bravo (het); XGENE: alpha hemizygous
+    assert re.search(r"<td>CFTR</td>" + r'<td class="num">(\d+)</td>' * 4, page).groups() == (
+        "1",
+        "2",
+        "1",
+        "1",
+    )
+    assert re.search(r"<td>XGENE</td>" + r'<td class="num">(\d+)</td>' * 4, page).groups() == (
+        "1",
+        "1",
+        "0",
+        "1",
+    )
     assert "GENE3" not in page and "B1" not in page
+    # alpha: declared male, inferred male: consistent; others have no QC: undetermined
+    assert "consistent" in _row_with(page, SAMPLES[0])
+    assert "undetermined" in _row_with(page, SAMPLES[1])
+    assert "6 alleles with at least one carrier; 5 singletons" in page
     _assert_no_network_loads(page)
-    # same store, same report
     write_cohort_report(store, tmp_path / "again.html", provenance={"run": "r1"})
     assert (tmp_path / "again.html").read_text() == page
 
 
-def test_clinvar_classes_and_histogram() -> None:
+def _batch_store(tmp_path: Path, coverages: list[float], sexes: list[tuple[str, str]]) -> Path:
+    """One batch; sample i has mean coverage coverages[i] and (declared, inferred) sexes[i]."""
+    inputs = []
+    for i, (cov, (declared, inferred)) in enumerate(zip(coverages, sexes, strict=True)):
+        name = f"S{i + 1:02d}"
+        vcf = write_vcf(tmp_path / f"{name}.vcf.gz", name, [f"chr1 {100 + i} A G . 0/1:30:50"])
+        qc = write_qc(
+            tmp_path / f"{name}.qc.json",
+            name,
+            mean_coverage=cov,
+            mapped_fraction=0.99,
+            duplicate_fraction=0.05,
+            inferred_sex=inferred,
+            qc_pass=True,
+        )
+        inputs.append(SampleInput(name, vcf, qc_json=qc, sex=declared))
+    out = tmp_path / "store"
+    aggregate(out, "b1", inputs, metadata={"reference_build": "GRCh38"})
+    return out
+
+
+def test_cohort_report_flags_outliers_sex_mismatch_and_kinship(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coverages = [30.0, 31.0, 29.0, 30.5, 29.5, 8.0]
+    sexes = [("female", "female")] * 4 + [("male", "female"), ("male", "male")]
+    store = _batch_store(tmp_path, coverages, sexes)
+    # a het/hom outlier and named relationships, written over the tables the store derived
+    (qc_file,) = table_files(store, "sample_qc")
+    qc = pq.read_table(qc_file)
+    n = qc.num_rows
+    column = qc.schema.get_field_index("het_hom_ratio")
+    qc = qc.set_column(column, "het_hom_ratio", pa.array([1.5] * (n - 1) + [9.0]))
+    pq.write_table(qc, qc_file)
+    (kin_file,) = table_files(store, "kinship")
+    pq.write_table(
+        pa.table(
+            {
+                "sample_a": ["S01", "S02", "S03", "S04"],
+                "sample_b": ["S02", "S04", "S05", "S06"],
+                "kinship": [0.49, 0.02, 0.26, None],
+                "ibs0": [0, 120, 3, 0],
+                "n_sites": [5000, 5000, 5000, 10],
+                "relationship": ["duplicate", "unrelated", "first_degree", None],
+            }
+        ),
+        kin_file,
+    )
+    out = tmp_path / "cohort.html"
+    counts = write_cohort_report(store, out)
+    page = out.read_text()
+    # S06: coverage 8 vs median 29.75 (MAD 0.75): robust z = 0.6745 * -21.75 / 0.75 = -19.56
+    s06 = _row_with(page, "<tr><td>S06</td><td>b1</td>")
+    assert '<td class="num outlier" title="robust z -19.56">8</td>' in s06
+    assert "mean coverage (z -19.6)" in s06
+    assert "het/hom ratio" in s06  # 9.0 against 1.5 everywhere else: MAD 0, mean AD fallback
+    assert "outlier" not in _row_with(page, "<tr><td>S01</td><td>b1</td>")
+    assert "mismatch" in _row_with(page, "<tr><td>S05</td><td>b1</td>") and "sex mismatch" in page
+    assert "consistent" in _row_with(page, "<tr><td>S06</td><td>b1</td>")
+    assert "4 sample pairs compared (KING-robust kinship); 2 related; 1 with too few" in page
+    dup = _row_with(page, "duplicate</span>")
+    assert "<td>S01</td><td>S02</td>" in dup and '<td class="num">0.49</td>' in dup
+    assert '<td class="num">0</td><td class="num">5000</td>' in dup
+    assert "first_degree" in page and "S04</td><td>S02" not in page
+    assert counts == {"samples": 6, "qc_flagged": 2, "related_pairs": 2}
+    monkeypatch.setattr(report, "MAX_PAIRS_LISTED", 1)
+    write_cohort_report(store, out)
+    page = out.read_text()
+    assert "The 1 closest pairs are listed; 1 more are in the store" in page
+    assert "duplicate</span>" in page and "first_degree</span>" not in page
+    assert "Not computed" not in page
+
+
+def test_reports_say_not_computed_without_genotype_qc_and_kinship(tmp_path: Path) -> None:
+    store = _batch_store(tmp_path, [30.0, 31.0], [("female", "female"), ("male", "male")])
+    (qc_file,) = table_files(store, "sample_qc")
+    qc = pq.read_table(qc_file)
+    keep = [c for c in qc.column_names if c not in ("het_hom_ratio", "ti_tv", "n_singletons")]
+    pq.write_table(qc.select(keep), qc_file)
+    for path in table_files(store, "kinship"):
+        path.unlink()
+    write_cohort_report(store, tmp_path / "cohort.html")
+    page = (tmp_path / "cohort.html").read_text()
+    assert "Kinship not computed." in page
+    assert "Not computed: het/hom ratio, Ti/Tv, singletons." in page
+    write_sample_report(store, "S01", tmp_path / "S01.html")
+    page = (tmp_path / "S01.html").read_text()
+    assert "Cohort genotype QC not computed in the store" in page
+    # counted here instead: S01 carries one heterozygous A>G, no other sample has it
+    assert "<td>1</td>" in _row_with(page, "singletons (cohort allele count 1)")
+    assert "(1 / 0)" in _row_with(page, "het/hom ratio")
+
+
+def test_robust_z_and_outliers() -> None:
+    z = robust_z([10.0, 10.0, 10.0, 10.0, 11.0, 30.0])
+    # median 10, MAD 0 -> mean absolute deviation (0+0+0+0+1+20)/6 = 3.5, scale 1.2533 * 3.5
+    assert z[5] == pytest.approx(20 / (1.2533 * 3.5))
+    assert z[0] == 0.0
+    z = robust_z([1.0, 2.0, 3.0, 4.0, 100.0, None])
+    assert z[5] is None and z[2] == 0.0
+    assert z[4] == pytest.approx(0.6745 * 97 / 1.0)
+    assert robust_z([1.0, 2.0, 3.0, None]) == [None] * 4  # too few values
+    assert robust_z([5.0] * 6) == [0.0] * 6
+    rows = [{"sample": f"s{i}", "batch": "a", "x": float(i)} for i in range(5)] + [
+        {"sample": "t", "batch": "b", "x": 100.0}
+    ]
+    z_by = qc_outliers(rows, ["x"])
+    assert z_by[("t", "x")] is None  # a batch of one: no z-score
+    assert z_by[("s4", "x")] == pytest.approx(0.6745 * 2 / 1)
+
+
+def test_hgvs_labels_and_classes() -> None:
+    assert hgvs_genomic("chr1", 100, "A", "G") == "chr1:g.100A>G"
+    assert hgvs_genomic("chr1", 100, "ACT", "A") == "chr1:g.101_102del"
+    assert hgvs_genomic("chr1", 100, "AC", "A") == "chr1:g.101del"
+    assert hgvs_genomic("chr1", 100, "A", "ATT") == "chr1:g.100_101insTT"
+    assert hgvs_genomic("chr1", 100, "AC", "GT") == "chr1:g.100_101delinsGT"
+    assert hgvs_genomic("chr1", 100, "ACG", "AT") == "chr1:g.101_102delinsT"
+    assert hgvs_protein("20A>20P") == "p.(Ala20Pro)"
+    assert hgvs_protein("136K>136*") == "p.(Lys136Ter)"
+    assert hgvs_protein("136R") == "p.(Arg136=)"
+    assert hgvs_protein("229VDFF*>229V*", "frameshift") == "p.(Asp230Ter)"
+    assert hgvs_protein("270SLRH*>270VLTS", "frameshift") == "p.(Ser270fs)"
+    assert hgvs_protein("50KL>50K", "inframe_deletion") is None
+    assert hgvs_protein("garbage") is None and hgvs_protein(None) is None
+    assert [
+        allele_class(r, a) for r, a in [("A", "G"), ("A", "AT"), ("AT", "A"), ("AC", "GT")]
+    ] == [
+        "SNV",
+        "insertion",
+        "deletion",
+        "MNV",
+    ]
+    summary = variant_summary(
+        [
+            {"ref": "A", "alt": "G", "alt_count": 1, "ploidy": 2, "ac": 1, "consequence": None},
+            {"ref": "A", "alt": "C", "alt_count": 2, "ploidy": 2, "ac": 5, "consequence": "intron"},
+            {
+                "ref": "A",
+                "alt": "AT",
+                "alt_count": 1,
+                "ploidy": 1,
+                "ac": 3,
+                "consequence": "intron",
+            },
+        ]
+    )
+    assert summary["classes"] == {"SNV": 2, "insertion": 1, "deletion": 0, "MNV": 0}
+    assert (summary["ti"], summary["tv"], summary["ti_tv"]) == (1, 1, 1.0)
+    assert summary["zygosity"] == {"heterozygous": 1, "homozygous": 1, "hemizygous": 1}
+    assert summary["het_hom"] == 1.0 and summary["singletons"] == 1
+    assert list(summary["consequences"].items())[0] == ("intron", 2)
+
+
+def test_small_parsers(tmp_path: Path) -> None:
     assert clinvar_class("Pathogenic") == "pathogenic"
     assert clinvar_class("Pathogenic/Likely_pathogenic") == "pathogenic"
     assert clinvar_class("Likely_pathogenic,_low_penetrance") == "pathogenic"
@@ -165,3 +456,27 @@ def test_clinvar_classes_and_histogram() -> None:
     assert clinvar_class("risk_factor|Pathogenic") is None
     assert clinvar_class(None) is None
     assert af_histogram([0.0, 0.005, 0.01, 0.3, 1.0, 0.5]) == [2, 1, 0, 0, 1, 2]
+    assert sex_check("male", "female") == "mismatch"
+    assert sex_check("male", "unknown") == "undetermined"
+    assert sex_check("unknown", "male") == "not declared"
+    assert sex_check("female", "female") == "consistent"
+    assert coverage_dist_path(Path("results/qc/S1.qc.json")) == Path(
+        "results/qc/S1.mosdepth.global.dist.txt"
+    )
+    assert run_date_of([("library", "L1"), ("run_date", " 2024-01-31 ")]) == "2024-01-31"
+    assert run_date_of([("run_date", "")]) is None
+    dist = tmp_path / "d.txt"
+    dist.write_text("chrX\t1\t0.5\nchrX\t0\t1.00\nchr1\t0\t1.00\ntotal\t3\t0.25\ntotal\t0\t1.00\n")
+    parsed = read_global_dist(dist)
+    assert parsed["total"] == [(3, 0.25), (0, 1.0)]
+    assert list(coverage_curves(parsed)) == ["all bases", "chrX"]
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "manifest.json").write_text(
+        json.dumps(
+            {"clinvar": {"path": "x/clinvar.vcf.gz", "release": "2025-01-02", "sha256": "ab" * 32}}
+        )
+    )
+    rows = dict(kb_sources(kb))
+    assert rows["ClinVar source"] == "clinvar.vcf.gz, release 2025-01-02, SHA-256 abababababababab…"
+    assert rows["population AF source"] == "not used"

@@ -20,6 +20,6 @@ def test_retries_ask_for_more() -> None:
 
 
 def test_every_rule_has_a_scale_and_unknown_rules_get_the_default() -> None:
-    assert set(SCALES) >= {"align_reads", "call_variants", "aggregate_cohort", "report_sample"}
+    assert set(SCALES) >= {"align_reads", "call_variants", "aggregate_cohort", "report_samples"}
     assert mem_mb("no_such_rule", 0) == 2000
-    assert cpus("align_reads") == 8 and cpus("report_sample") == 1
+    assert cpus("align_reads") == 8 and cpus("report_samples") == 1
