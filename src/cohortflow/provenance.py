@@ -40,11 +40,13 @@ def run_provenance(
     caller: str,
     config_sum: str,
     calls_vcf: Path | None = None,
+    with_command: bool = True,
 ) -> dict[str, str]:
     """Key-value provenance written into store metadata and reports.
 
     The caller's version and command line are read from ``calls_vcf`` (the
     ``##cohortflow_caller*`` header lines that calling writes) when it is given and has them.
+    The command line names that sample's files: per-sample reports pass ``with_command=False``.
     """
     out = {
         "cohortflow_version": __version__,
@@ -62,7 +64,7 @@ def run_provenance(
         if recorded.get("caller_version"):
             out["caller"] = recorded.get("caller", caller)
             out["caller_version"] = recorded["caller_version"]
-        if recorded.get("command"):
+        if with_command and recorded.get("command"):
             out["caller_command"] = recorded["command"]
     return out
 
