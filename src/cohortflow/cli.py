@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cohortflow import __version__
 from cohortflow.errors import CohortflowError
@@ -39,18 +40,30 @@ def _existing(path: str) -> Path:
 # -- validate / run / demo ---------------------------------------------------------------------
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _validate(configfile: Path) -> dict[str, Any]:
+    """Sheets and schemas, then preflight on every file the run names; return the config.
+
+    Raises CohortflowError (one line per problem) before anything is started.
+    """
     from cohortflow.layout import RunPlan
+    from cohortflow.preflight import check_run
     from cohortflow.sheets import load_config_file, load_run_config
 
-    configfile = Path(args.configfile)
+    start = time.monotonic()
     run = load_run_config(load_config_file(configfile), base_dir=Path.cwd(), source=str(configfile))
     plan = RunPlan.from_run(run)
+    check_run(run)
     entries: dict[str, int] = {}
     for p in plan.plans:
         entries[p.entry] = entries.get(p.entry, 0) + 1
     summary = ", ".join(f"{n} from {k}" for k, n in sorted(entries.items()))
     print(f"{configfile}: OK: {len(plan.plans)} samples ({summary}), {len(run.units)} units")
+    log.debug("preflight took %.1f s", time.monotonic() - start)
+    return run.config
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    _validate(Path(args.configfile))
     return 0
 
 
@@ -74,19 +87,74 @@ def _snakemake_cmd(
     return cmd
 
 
-def _run_snakemake(cmd: list[str]) -> int:
-    log.info("running: %s", " ".join(cmd))
-    return subprocess.call(cmd)
+def _run_snakemake(cmd: list[str], workdir: Path | None = None) -> int:
+    """Run Snakemake in ``workdir`` (default: here) while holding the run-folder lock.
+
+    Snakemake locks left by a run killed outright (SIGKILL, power loss) are removed first
+    when no Snakemake runs in that folder any more, so the next run resumes by itself.
+    """
+    from cohortflow.preflight import run_folder_lock, stale_snakemake_locks
+
+    folder = workdir or Path.cwd()
+    with run_folder_lock(folder) as fd:
+        stale = stale_snakemake_locks(folder)
+        if stale:
+            log.warning(
+                "removing %d Snakemake lock(s) left in %s by a run that was killed",
+                len(stale),
+                folder,
+            )
+            unlock = [a for a in cmd if a not in ("--rerun-incomplete", "--printshellcmds")]
+            subprocess.call([*unlock, "--unlock"], stdout=subprocess.DEVNULL)
+        log.info("running: %s", " ".join(cmd))
+        return subprocess.call(cmd, pass_fds=(fd,))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cohortflow.atomic import apply_umask
+    from cohortflow.batches import is_plain_run, plan_batches, write_batch_config
+    from cohortflow.sheets import load_config_file, load_run_config
+
     configfile = Path(args.configfile)
-    cmd_validate(argparse.Namespace(configfile=str(configfile)))
+    config = _validate(configfile)
+    apply_umask(config["umask"])
     extra = [a for a in args.snakemake_args if a != "--"]
+    run = load_run_config(load_config_file(configfile), base_dir=Path.cwd(), source=str(configfile))
+    batch = run.config["cohort"]["batch"]
+    runs = plan_batches(run.samples, batch, args.max_batch_samples)
+    if is_plain_run(runs, batch, len(run.samples)):
+        configs = [(batch, configfile)]
+    else:
+        log.info(
+            "%d samples in %d batches: one Snakemake run each (%s)",
+            len(run.samples),
+            len(runs),
+            ", ".join(f"{r.name}: {len(r.samples)}" for r in runs),
+        )
+        configs = [
+            (
+                r.name,
+                write_batch_config(
+                    run.config, _sheet(run, "samples"), _sheet(run, "units"), r, Path.cwd()
+                ),
+            )
+            for r in runs
+        ]
     start = time.monotonic()
-    rc = _run_snakemake(_snakemake_cmd(configfile, args.cores, None, args.profile, extra))
-    log.info("snakemake finished with exit status %d after %.1f s", rc, time.monotonic() - start)
-    return rc
+    for k, (name, cfg) in enumerate(configs, start=1):
+        if len(configs) > 1:
+            log.info("batch %d of %d: %s", k, len(configs), name)
+        rc = _run_snakemake(_snakemake_cmd(cfg, args.cores, None, args.profile, extra))
+        if rc != 0:
+            log.info("batch %s failed (exit status %d); later batches were not run", name, rc)
+            return rc
+    log.info("snakemake finished after %.1f s", time.monotonic() - start)
+    return 0
+
+
+def _sheet(run: Any, key: str) -> Path:
+    p = Path(run.config[key])
+    return p if p.is_absolute() else run.base_dir / p
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -98,13 +166,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cohort = simulate_cohort(outdir, n_samples=args.samples, seed=args.seed, depth=args.depth)
     t_sim = time.monotonic() - start
     log.info("simulation done in %.1f s; running the pipeline", t_sim)
+    from cohortflow.atomic import apply_umask
+
     cwd = Path.cwd()
     try:
         os.chdir(outdir)
-        cmd_validate(argparse.Namespace(configfile=str(cohort.config)))
+        config = _validate(cohort.config)
     finally:
         os.chdir(cwd)
-    rc = _run_snakemake(_snakemake_cmd(cohort.config, args.cores, outdir, None, []))
+    apply_umask(config["umask"])
+    rc = _run_snakemake(_snakemake_cmd(cohort.config, args.cores, outdir, None, []), outdir)
     wall = time.monotonic() - start
     if rc == 0:
         print(
@@ -164,12 +235,31 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         out_vcf=Path(args.output),
         gff3=_existing(args.gff3) if args.gff3 else None,
         findings_tsv=Path(args.findings) if args.findings else None,
+        audit_json=Path(args.audit) if args.audit else None,
     )
     print(f"annotated VCF written to {args.output}")
     if isinstance(audit, dict):
         import json
 
         print(json.dumps(audit, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_reannotate(args: argparse.Namespace) -> int:
+    from cohortflow.reannotate import reannotate_store
+
+    summary = reannotate_store(
+        store=_existing(args.store),
+        kb_dir=_existing(args.kb),
+        out_dir=Path(args.output),
+        reference=_existing(args.reference) if args.reference else None,
+    )
+    print(
+        f"{args.store}: re-annotated {summary['old_release']} -> {summary['new_release']}; "
+        f"{summary['variants_changed']} alleles changed; delta per sample in {args.output}"
+    )
+    for sample, counts in sorted(summary["samples"].items()):
+        print(f"  {sample}: {counts['changed']} carried alleles changed")
     return 0
 
 
@@ -181,12 +271,27 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         [_existing(p) for p in args.files],
         samples_tsv=_existing(args.samples) if args.samples else None,
     )
+    metadata = {
+        key: value
+        for key, value in (
+            ("reference_build", args.reference_build),
+            ("kb_release", args.kb_release),
+            ("caller", args.caller),
+        )
+        if value
+    }
     summary = aggregate(
-        store=Path(args.store), batch=args.batch, inputs=inputs, replace=args.replace
+        store=Path(args.store),
+        batch=args.batch,
+        inputs=inputs,
+        replace=args.replace,
+        metadata=metadata,
     )
     print(f"batch {args.batch}: {len(inputs)} samples added to {args.store}")
     if isinstance(summary, dict):
         for k, v in sorted(summary.items()):
+            if isinstance(v, list) and len(v) > 10:
+                v = f"{len(v)} ({', '.join(map(str, v[:3]))}, ...)"
             print(f"  {k}: {v}")
     return 0
 
@@ -231,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--configfile", default="config/config.yaml")
     s.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     s.add_argument("--profile", help="a Snakemake profile folder (profiles/local, profiles/slurm)")
+    s.add_argument(
+        "--max-batch-samples",
+        type=int,
+        default=1000,
+        help="run the sheet batch by batch, cutting batches larger than this into parts "
+        "(one Snakemake run each; default 1000)",
+    )
     s.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="-- then Snakemake arguments")
     s.set_defaults(func=cmd_run)
 
@@ -276,13 +388,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="OUT_VCF")
     s.add_argument("--gff3", help="GFF3 for consequences (bcftools csq)")
     s.add_argument("--findings", help="also write the findings table (TSV) here")
+    s.add_argument("--audit", help="also write the match audit (JSON) here")
     s.set_defaults(func=cmd_annotate)
+
+    s = sub.add_parser(
+        "reannotate",
+        help="re-annotate a cohort store with a new knowledge-base release (no re-calling) "
+        "and write the reclassification delta per sample",
+    )
+    s.add_argument("--store", required=True, metavar="STORE")
+    s.add_argument("--kb", required=True, metavar="KB_DIR", help="KB of the new release")
+    s.add_argument("-o", "--output", required=True, metavar="DELTA_DIR")
+    s.add_argument(
+        "--reference", metavar="FASTA", help="needed when the KB was built without --reference"
+    )
+    s.set_defaults(func=cmd_reannotate)
 
     s = sub.add_parser("aggregate", help="add per-sample VCFs/gVCFs to the cohort store")
     s.add_argument("--store", required=True)
     s.add_argument("--batch", required=True)
     s.add_argument("--samples", help="samples.tsv with sex and batch columns")
     s.add_argument("--replace", action="store_true", help="replace samples already stored")
+    s.add_argument("--reference-build", help="recorded in every file (e.g. GRCh38)")
+    s.add_argument("--kb-release", help="knowledge-base release the VCFs were annotated with")
+    s.add_argument("--caller", help="variant caller that made the VCFs")
     s.add_argument("files", nargs="+", metavar="VCF_OR_GVCF")
     s.set_defaults(func=cmd_aggregate)
 

@@ -1,7 +1,9 @@
 """``cohortflow query STORE "SQL"``: DuckDB over the cohort store, printed as TSV.
 
-The views (samples, sample_qc, variants, genotypes, ref_blocks, annotations) are registered by
-:func:`cohortflow.store.open_store`; :func:`query` runs one SQL text against them.
+The views, one per table of the store, are registered by :func:`cohortflow.store.open_store`:
+samples, sample_qc, variants, genotypes, kinship (DESIGN section 7 and the kinship table), and
+the store's working tables qc_metrics, ref_blocks, annotations, site_counts, sample_counts.
+:func:`query` runs one SQL text against them.
 """
 
 from __future__ import annotations

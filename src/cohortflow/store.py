@@ -3,17 +3,30 @@
 Layout under ``store/`` (DESIGN.md section 7), every file readable without cohortflow:
 
 - ``samples/{batch}.parquet``                      sample, sex, batch, coverage_source
-- ``sample_qc/{batch}.parquet``                    one row per sample that came with a QC JSON
-- ``ref_blocks/{batch}.parquet``                   covered intervals (1-based, inclusive) per sample
+- ``qc_metrics/{batch}.parquet``                   alignment QC of samples that came with a QC JSON
+- ``ref_blocks/{batch}.parquet``                   covered intervals (1-based, inclusive) per sample,
+                                                   written sample by sample
 - ``genotypes/contig={c}/{batch}.parquet``          the batch's samples at every site of the store
 - ``genotypes/contig={c}/{batch}+fill.parquet``     earlier samples at the sites new with the batch
-- ``annotations/contig={c}/{batch}.parquet``        INFO annotations of each sample's calls
-- ``variants/contig={c}/part-0.parquet``            per-allele cohort counts, rebuilt on every append
+- ``annotations/contig={c}/{batch}.parquet``        INFO annotations, one row per call
+- ``site_counts/contig={c}/{stem}.parquet``         per-site counts of genotypes/contig={c}/{stem}
+- ``sample_counts/contig={c}/{stem}.parquet``       per-sample counts of the same file
+- ``variants/contig={c}/part-0.parquet``            per-allele cohort counts      } rebuilt on
+- ``sample_qc/part-0.parquet``                     alignment + genotype QC       } every append
+- ``kinship/part-0.parquet``                       KING-robust, every pair       } (whole cohort)
 - ``_batches/{batch}.json``                         what the batch added; written last (commit mark)
+- ``_annotations.json``                            the last replace_annotations (kb_release)
 
-Contig values in directory names are percent-encoded (``urllib.parse.quote``); DuckDB, pyarrow,
-pandas and polars decode them. Files of a batch without its ``_batches`` JSON are leftovers of an
-interrupted run and are removed by the next :func:`aggregate`.
+Genotype files are dense: every sample of a file has one row per site of the file, in the same
+(pos, variant_id) order, samples one after the other. Contig values in directory names are
+percent-encoded (``urllib.parse.quote``); DuckDB, pyarrow, pandas and polars decode them. Files
+of a batch without its ``_batches`` JSON are leftovers of an interrupted run and are removed by
+the next :func:`aggregate`.
+
+Streaming: inputs are parsed in chunks of columns (Arrow CSV reader, no Python object per
+record) and kept in temporary Arrow files; genotypes are written sample by sample in row
+groups. The cohort tables are sums of the small count files, so an append does not rescan
+earlier batches' genotypes, except for kinship (samples^2 pair counts, one contig at a time).
 
 Genotype semantics for sample s at allele v (contig, pos1, ref, alt):
 
@@ -31,11 +44,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import sys
+import tempfile
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,13 +61,22 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pysam
 
 from cohortflow import SCHEMA_VERSION, __version__, vcfinfo
-from cohortflow.atomic import atomic_output
+from cohortflow.atomic import atomic_output, tmp_path_for
 from cohortflow.errors import CohortflowError
-from cohortflow.stats import hwe_exact
+from cohortflow.kinship import (
+    KINSHIP_SCHEMA,
+    KingCounts,
+    kinship_rows,
+    pack_codes,
+    unpack_codes,
+)
+from cohortflow.stats import hwe_exact, is_transition
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +95,7 @@ SAMPLES_SCHEMA = pa.schema(
         ("coverage_source", pa.string()),  # "gvcf" or "vcf_records"
     ]
 )
-SAMPLE_QC_SCHEMA = pa.schema(
+QC_METRICS_SCHEMA = pa.schema(
     [
         ("sample", pa.string()),
         ("batch", pa.string()),
@@ -161,16 +186,92 @@ VARIANTS_SCHEMA = pa.schema(
         ("pop_af", pa.float64()),
     ]
 )
+# Per genotype file: counts that the cohort tables sum (see _Counts).
+SITE_COUNTS_SCHEMA = pa.schema(
+    [
+        ("variant_id", pa.string()),
+        ("pos", pa.int64()),
+        ("ac", pa.int64()),
+        ("an", pa.int64()),
+        ("n_called", pa.int64()),
+        ("n_het", pa.int64()),
+        ("n_hom_alt", pa.int64()),
+        ("n_hemi_alt", pa.int64()),
+        ("d_hom_ref", pa.int64()),  # diploid 0/0, 0/1, 1/1: the HWE test's input
+        ("d_het", pa.int64()),
+        ("d_hom_alt", pa.int64()),
+        ("n_rows", pa.int64()),
+        ("n_carriers", pa.int64()),
+        ("carrier", pa.string()),  # the carrier when n_carriers == 1
+    ]
+)
+SAMPLE_COUNTS_SCHEMA = pa.schema(
+    [
+        ("sample", pa.string()),
+        ("n_sites", pa.int64()),
+        ("n_called", pa.int64()),
+        ("n_no_call", pa.int64()),
+        ("n_hom_ref", pa.int64()),
+        ("n_het", pa.int64()),
+        ("n_hom_alt", pa.int64()),
+        ("n_hemi_alt", pa.int64()),
+        ("n_variants", pa.int64()),
+        ("n_snv", pa.int64()),
+        ("n_indel", pa.int64()),
+        ("n_transitions", pa.int64()),
+        ("n_transversions", pa.int64()),
+    ]
+)
+
+
+# Rebuilt for the whole cohort on every append: alignment QC (from qc_metrics) and genotype QC.
+SAMPLE_QC_SCHEMA = pa.schema(
+    [
+        ("sample", pa.string()),
+        ("batch", pa.string()),
+        ("sex", pa.string()),
+        *[f for f in QC_METRICS_SCHEMA if f.name not in ("sample", "batch")],
+        ("n_sites", pa.int64()),  # alleles in the store
+        ("n_called", pa.int64()),
+        ("n_no_call", pa.int64()),
+        ("missingness", pa.float64()),  # n_no_call / n_sites
+        ("n_hom_ref", pa.int64()),
+        ("n_het", pa.int64()),
+        ("n_hom_alt", pa.int64()),
+        ("n_hemi_alt", pa.int64()),
+        ("n_variants", pa.int64()),  # alleles with alt_count >= 1
+        ("het_hom_ratio", pa.float64()),  # n_het / n_hom_alt, null when no hom-alt
+        ("n_snv", pa.int64()),
+        ("n_indel", pa.int64()),
+        ("n_transitions", pa.int64()),
+        ("n_transversions", pa.int64()),
+        ("ti_tv", pa.float64()),  # over the sample's SNV alleles, null when no transversion
+        ("n_singletons", pa.int64()),  # carried alleles with cohort ac == 1
+    ]
+)
 # name -> (file schema, partitioned by contig)
 TABLES: dict[str, tuple[pa.Schema, bool]] = {
     "samples": (SAMPLES_SCHEMA, False),
+    "qc_metrics": (QC_METRICS_SCHEMA, False),
     "sample_qc": (SAMPLE_QC_SCHEMA, False),
+    "kinship": (KINSHIP_SCHEMA, False),
     "ref_blocks": (REF_BLOCKS_SCHEMA, False),
     "genotypes": (GENOTYPES_SCHEMA, True),
+    "site_counts": (SITE_COUNTS_SCHEMA, True),
+    "sample_counts": (SAMPLE_COUNTS_SCHEMA, True),
     "annotations": (ANNOTATIONS_SCHEMA, True),
     "variants": (VARIANTS_SCHEMA, True),
 }
-BATCH_TABLES = ("samples", "sample_qc", "ref_blocks", "genotypes", "annotations")
+BATCH_TABLES = (
+    "samples",
+    "qc_metrics",
+    "ref_blocks",
+    "genotypes",
+    "annotations",
+    "site_counts",
+    "sample_counts",
+)
+GENOTYPE_ROW_GROUP = 1 << 20  # rows per Parquet row group of genotypes and annotations
 QC_FLOAT_KEYS = (
     "mapped_fraction",
     "duplicate_fraction",
@@ -191,35 +292,46 @@ class SampleInput:
     sex: str = "unknown"
 
 
-@dataclass(frozen=True)
-class Call:
-    """One alternate allele of one sample's VCF record; pos1 is 1-based."""
+CALLS_SCHEMA = pa.schema(
+    [
+        ("variant_id", pa.string()),
+        ("contig", pa.string()),
+        ("pos", pa.int64()),
+        ("gt", pa.string()),
+        ("alt_count", pa.int8()),
+        ("ploidy", pa.int8()),
+        ("dp", pa.int32()),
+        ("gq", pa.int32()),
+        ("ad_ref", pa.int32()),
+        ("ad_alt", pa.int32()),
+        ("filter", pa.string()),
+    ]
+    + [(name, typ) for name, _, typ in ANNOTATION_COLUMNS]
+)
+BLOCKS_SCHEMA = pa.schema([f for f in REF_BLOCKS_SCHEMA if f.name not in ("sample", "batch")])
+_VCF_COLUMNS = ["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", "SAMPLE"]
+_READ_BLOCK_BYTES = 1 << 24  # text per parsed chunk: memory per sample stays bounded
+_BLOCK_ALT_RE = r"^(<\*>|<NON_REF>)(,(<\*>|<NON_REF>))*$"
 
-    variant_id: str
-    contig: str
-    pos1: int
-    gt: str
-    alt_count: int | None
-    ploidy: int | None
-    dp: int | None
-    gq: int | None
-    ad_ref: int | None
-    ad_alt: int | None
-    filter: str
-    annotations: dict[str, Any] = field(default_factory=dict)
 
+@dataclass
+class ParsedVcf:
+    """One single-sample VCF/gVCF read into columns (no Python object per record).
 
-@dataclass(frozen=True)
-class Block:
-    """A covered interval of one sample, 1-based inclusive [start1, end1]."""
+    calls: one row per alternate allele of a variant record (CALLS_SCHEMA; pos 1-based);
+    called_blocks: the REF span of each variant record with a fully called GT (source "vcf");
+    ref_blocks: reference-block records (ALT only ``<*>``/``<NON_REF>`` or ".") with an
+    all-reference GT and depth not 0 (source "gvcf");
+    allref_blocks: variant records with an all-reference GT and depth not 0 (source "gvcf"),
+    coverage when the file is used as a gVCF. Blocks are 1-based inclusive (BLOCKS_SCHEMA).
+    """
 
-    contig: str
-    start1: int
-    end1: int
-    ploidy: int
-    dp: int | None
-    gq: int | None
-    source: str  # "vcf" or "gvcf"
+    sample_name: str
+    calls: pa.Table
+    called_blocks: pa.Table
+    ref_blocks: pa.Table
+    allref_blocks: pa.Table
+    n_records: int
 
 
 @dataclass
@@ -227,52 +339,26 @@ class SampleData:
     """Everything read from one sample's files, before it touches the store."""
 
     inp: SampleInput
-    calls: list[Call]
-    blocks: list[Block]
+    calls: pa.Table  # CALLS_SCHEMA
+    blocks: pa.Table  # BLOCKS_SCHEMA
     qc: dict[str, Any] | None
 
 
+@dataclass
+class _ReadState:
+    """What chunk parsing carries from one chunk to the next (order and duplicate checks)."""
+
+    path: Path
+    what: str
+    info_numbers: dict[str, str]
+    contigs: frozenset[str]  # declared by ##contig header lines
+    seen_contigs: list[str] = field(default_factory=list)
+    last_pos: int = 0
+    last_ids: set[str] = field(default_factory=set)  # allele ids at last_pos
+    skipped: int = 0
+
+
 # --------------------------------------------------------------------------- reading inputs
-
-
-def _info_value(rec: pysam.VariantRecord, key: str, number: str, alt_index: int) -> Any:
-    """INFO value of ``key`` for the allele ``alt_index`` (1-based); None when absent."""
-    try:
-        value = rec.info[key]
-    except KeyError:
-        return None
-    if isinstance(value, tuple):
-        if number == "A":
-            value = value[alt_index - 1] if alt_index - 1 < len(value) else None
-        elif number == "R":
-            value = value[alt_index] if alt_index < len(value) else None
-        else:
-            parts = [str(v) for v in value if v is not None]
-            value = ",".join(parts) if parts else None
-    return value
-
-
-def _convert_annotation(value: Any, typ: pa.DataType, path: Path, key: str) -> Any:
-    if value is None or value == ".":
-        return None
-    try:
-        if pa.types.is_integer(typ):
-            return int(value)
-        if pa.types.is_floating(typ):
-            return float(value)
-    except (TypeError, ValueError):
-        raise CohortflowError(
-            f"{path}: INFO/{key} value {value!r} is not a number; re-run the annotation step"
-        ) from None
-    # cohortflow annotate percent-encodes INFO strings (VCF 4.3: % ; = , tab newline).
-    return urllib.parse.unquote(str(value))
-
-
-def _fmt(sample: pysam.libcbcf.VariantRecordSample, key: str) -> Any:
-    try:
-        return sample[key]
-    except (KeyError, ValueError):
-        return None
 
 
 def _gt_string(alleles: tuple[int | None, ...], alt_index: int, phased: bool) -> str:
@@ -283,177 +369,454 @@ def _gt_string(alleles: tuple[int | None, ...], alt_index: int, phased: bool) ->
     return ("|" if phased else "/").join(codes)
 
 
-def _block_depth_ok(sample: pysam.libcbcf.VariantRecordSample) -> bool:
-    """A reference block with depth 0 (GATK writes such blocks) is no evidence of hom-ref."""
-    depth = _fmt(sample, "MIN_DP")
-    if depth is None:
-        depth = _fmt(sample, "DP")
-    return depth is None or depth > 0
+def _parse_gt(text: str, path: Path) -> tuple[tuple[int | None, ...], bool]:
+    """(alleles, phased) of one GT text; "." alleles are None."""
+    try:
+        alleles = tuple(None if a == "." else int(a) for a in re.split(r"[/|]", text))
+    except ValueError:
+        raise CohortflowError(f"{path}: GT value {text!r} is not a genotype; fix the VCF") from None
+    if any(a is not None and a < 0 for a in alleles):
+        raise CohortflowError(f"{path}: GT value {text!r} is not a genotype; fix the VCF")
+    return alleles, "|" in text
 
 
-def _iter_records(path: Path, what: str) -> Iterator[pysam.VariantRecord]:
-    """Records of a single-sample VCF, checking it opens, has one sample and is sorted."""
-    if not Path(path).is_file():
+def _header(path: Path, what: str) -> tuple[str, dict[str, str], bool, frozenset[str]]:
+    """(sample name, annotation INFO key -> Number, is BCF, declared contigs) from the header,
+    read by htslib."""
+    if not path.is_file():
         raise CohortflowError(f"{path}: {what} not found; check the path given for this sample")
     previous = pysam.set_verbosity(0)  # htslib warns about a missing index we do not need
     try:
-        vf = pysam.VariantFile(str(path))
+        with pysam.VariantFile(str(path)) as vf:
+            samples = list(vf.header.samples)
+            numbers = {
+                k: str(v.number)
+                for k, v in vf.header.info.items()
+                if k in vcfinfo.ANNOTATION_FIELDS
+            }
+            is_bcf = bool(vf.is_bcf)
+            contigs = frozenset(str(c) for c in vf.header.contigs)
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{path}: cannot read {what} ({exc}); check it is a VCF") from None
     finally:
         pysam.set_verbosity(previous)
-    with vf:
-        n_samples = len(vf.header.samples)
-        if n_samples != 1:
-            raise CohortflowError(
-                f"{path}: {what} has {n_samples} samples, expected exactly 1; "
-                "split it per sample (bcftools view -s)"
-            )
-        seen: list[str] = []
-        last_pos = 0
-        try:
+    if len(samples) != 1:
+        raise CohortflowError(
+            f"{path}: {what} has {len(samples)} samples, expected exactly 1; "
+            "split it per sample (bcftools view -s)"
+        )
+    return samples[0], numbers, is_bcf, contigs
+
+
+def _text_stream(path: Path, is_bcf: bool, tmpdir: Path) -> tuple[Path, str | None]:
+    """A text VCF to parse (BCF is converted through htslib) and its compression."""
+    if is_bcf:
+        text = tmpdir / (path.name + ".vcf")
+        with pysam.VariantFile(str(path)) as vf, open(text, "w") as out:
+            out.write(str(vf.header))
             for rec in vf:
-                if not seen or rec.chrom != seen[-1]:
-                    if rec.chrom in seen:
-                        raise CohortflowError(
-                            f"{path}: records of contig {rec.chrom} are not contiguous "
-                            f"(again at {rec.pos}); sort it with bcftools sort"
-                        )
-                    seen.append(rec.chrom)
-                    last_pos = 0
-                if rec.pos < last_pos:
-                    raise CohortflowError(
-                        f"{path}: record {rec.chrom}:{rec.pos} comes after {last_pos}; "
-                        "the file is not sorted, sort it with bcftools sort"
-                    )
-                last_pos = rec.pos
-                yield rec
-        except (OSError, ValueError) as exc:
+                out.write(str(rec))
+        return text, None
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    return path, ("gzip" if magic == b"\x1f\x8b" else None)
+
+
+def _split_field(values: pa.Array, sep: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(flat values, start offset per row, length per row) of ``values`` split at ``sep``;
+    a null row has length 0."""
+    parts = pc.split_pattern(values, sep)
+    offsets = parts.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(offsets)
+    if parts.null_count:
+        lengths = np.where(parts.is_null().to_numpy(zero_copy_only=False), 0, lengths)
+    return parts.values, offsets[:-1] - offsets[0], lengths
+
+
+def _element(flat: pa.Array, starts: np.ndarray, lengths: np.ndarray, k: np.ndarray) -> pa.Array:
+    """Per row, element ``k`` (array, -1 = absent) of a split field; null where absent or "."."""
+    ok = (k >= 0) & (k < lengths)
+    idx = pa.array(np.where(ok, starts + k, 0), mask=~ok)
+    out = flat.take(idx)
+    return pc.if_else(pc.equal(out, "."), pa.scalar(None, pa.string()), out)
+
+
+def _to_int(values: pa.Array, typ: pa.DataType, path: Path, key: str) -> pa.Array:
+    try:
+        return values.cast(typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise CohortflowError(f"{path}: FORMAT/{key} has a value that is not an integer") from None
+
+
+def _format_values(fmt: pa.Array, sample: pa.Array, keys: Sequence[str]) -> dict[str, pa.Array]:
+    """FORMAT key -> its value per record (string, null where absent or ".")."""
+    enc = pc.dictionary_encode(fmt)
+    fmt_codes = enc.indices.to_numpy(zero_copy_only=False)
+    formats = [f.split(":") for f in enc.dictionary.to_pylist()]
+    flat, starts, lengths = _split_field(sample, ":")
+    out = {}
+    for key in keys:
+        pos_of = np.array([f.index(key) if key in f else -1 for f in formats] + [-1])
+        out[key] = _element(flat, starts, lengths, pos_of[fmt_codes])
+    return out
+
+
+def _check_order(state: _ReadState, chrom: pa.Array, pos1: np.ndarray) -> None:
+    """Refuse unsorted records: contigs in one run each, positions not decreasing."""
+    enc = pc.dictionary_encode(chrom)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    names = enc.dictionary.to_pylist()
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    for s in starts.tolist():
+        name = names[codes[s]]
+        if state.seen_contigs and name == state.seen_contigs[-1] and s == 0:
+            if pos1[0] < state.last_pos:
+                raise CohortflowError(
+                    f"{state.path}: record {name}:{pos1[0]} comes after {state.last_pos}; "
+                    "the file is not sorted, sort it with bcftools sort"
+                )
+            continue
+        if name not in state.contigs:
             raise CohortflowError(
-                f"{path}: {what} is truncated or corrupt ({exc}); regenerate it"
-            ) from None
+                f"{state.path}: record {name}:{pos1[s]} is on contig {name!r} that the header "
+                "does not declare (no ##contig line); fix the header (bcftools reheader) or "
+                "remove the record"
+            )
+        if name in state.seen_contigs:
+            raise CohortflowError(
+                f"{state.path}: records of contig {name} are not contiguous (again at "
+                f"{pos1[s]}); sort it with bcftools sort"
+            )
+        state.seen_contigs.append(name)
+        state.last_ids = set()
+    same = codes[1:] == codes[:-1]
+    bad = np.flatnonzero(same & (pos1[1:] < pos1[:-1]))
+    if len(bad):
+        i = int(bad[0])
+        raise CohortflowError(
+            f"{state.path}: record {names[codes[i + 1]]}:{pos1[i + 1]} comes after {pos1[i]}; "
+            "the file is not sorted, sort it with bcftools sort"
+        )
 
 
-def read_sample_vcf(path: Path, sample: str) -> tuple[list[Call], list[Block]]:
-    """Read the calls and the covered intervals of one sample's VCF.
+def _extract(values: pa.Array, pattern: str) -> pa.Array:
+    """The one named group of ``pattern`` per value; null where it does not match."""
+    found = pc.extract_regex(values, pattern)
+    return pc.if_else(found.is_valid(), found.field(0), pa.scalar(None, pa.string()))
 
-    In: a single-sample VCF/BCF (normalized; multiallelic records are split here again).
-    Out: one :class:`Call` per alternate allele of each record (``<*>``, ``<NON_REF>``, ``*`` and
-    other symbolic alleles skipped), and one :class:`Block` (source "vcf") per record with a
-    fully called GT, spanning its REF (1-based, inclusive). Reference-block records found in
-    the file count as coverage too (source "gvcf").
+
+def _annotation_values(
+    state: _ReadState, info: pa.Array, parent: np.ndarray, alt_index: np.ndarray
+) -> dict[str, pa.Array]:
+    """Store annotation column -> value per allele, from the INFO text of its record."""
+    out: dict[str, pa.Array] = {}
+    for col, key, typ in ANNOTATION_COLUMNS:
+        number = state.info_numbers.get(key)
+        if number is None:
+            out[col] = pa.nulls(len(parent), typ)
+            continue
+        found = _extract(info, rf"(?:^|;){re.escape(key)}=(?P<v>[^;]*)")
+        per_allele = found.take(pa.array(parent))
+        if number in ("A", "R"):
+            flat, starts, lengths = _split_field(per_allele, ",")
+            k = alt_index - 1 if number == "A" else alt_index
+            per_allele = _element(flat, starts, lengths, k)
+        else:
+            per_allele = pc.if_else(
+                pc.equal(per_allele, "."), pa.scalar(None, pa.string()), per_allele
+            )
+        if pa.types.is_string(typ):
+            enc = pc.dictionary_encode(per_allele)
+            decoded = pa.array(
+                [urllib.parse.unquote(v) for v in enc.dictionary.to_pylist()], pa.string()
+            )
+            per_allele = decoded.take(enc.indices)
+        else:
+            try:
+                per_allele = per_allele.cast(typ)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise CohortflowError(
+                    f"{state.path}: INFO/{key} has a value that is not a number; "
+                    "re-run the annotation step"
+                ) from None
+        out[col] = per_allele
+    return out
+
+
+def _info_end(info: pa.Array, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, values) of the INFO/END values present in ``info``."""
+    flat, starts, lengths = _split_field(info, ";")
+    is_end = pc.starts_with(flat, "END=").to_numpy(zero_copy_only=False)
+    where = np.flatnonzero(is_end)
+    if len(where) == 0:
+        return where, where
+    rows = np.searchsorted(starts, where, side="right") - 1
+    text = pc.utf8_slice_codeunits(flat.take(pa.array(where)), 4)
+    try:
+        values = text.cast(pa.int64()).to_numpy()
+    except pa.ArrowInvalid:
+        raise CohortflowError(f"{path}: an INFO/END value is not an integer; fix the VCF") from None
+    return rows, values
+
+
+def _blocks(
+    chrom: pa.Array,
+    start1: np.ndarray,
+    end1: np.ndarray,
+    ploidy: np.ndarray,
+    dp: pa.Array,
+    gq: pa.Array,
+    mask: np.ndarray,
+    source: str,
+) -> pa.Table:
+    keep = pa.array(mask)
+    n = int(mask.sum())
+    return pa.table(
+        {
+            "contig": chrom.filter(keep),
+            "start1": pa.array(start1[mask], pa.int64()),
+            "end1": pa.array(end1[mask], pa.int64()),
+            "ploidy": pa.array(ploidy[mask], pa.int8()),
+            "dp": dp.filter(keep),
+            "gq": gq.filter(keep),
+            "source": _repeat(source, n),
+        },
+        schema=BLOCKS_SCHEMA,
+    )
+
+
+def _parse_chunk(state: _ReadState, batch: pa.RecordBatch) -> tuple[pa.Table, ...]:
+    """Calls, called blocks, reference blocks and all-reference variant blocks of one chunk."""
+    path = state.path
+    chrom = batch.column("CHROM")
+    pos1 = batch.column("POS").to_numpy()
+    if batch.column("POS").null_count:
+        raise CohortflowError(f"{path}: a record has no POS; fix the VCF")
+    _check_order(state, chrom, pos1)
+    ref_up = pc.utf8_upper(batch.column("REF"))
+    alt = batch.column("ALT")
+    info = batch.column("INFO")
+    fmt = _format_values(
+        batch.column("FORMAT"), batch.column("SAMPLE"), ("GT", "DP", "GQ", "AD", "MIN_DP")
+    )
+    dp = _to_int(fmt["DP"], pa.int32(), path, "DP")
+    gq = _to_int(fmt["GQ"], pa.int32(), path, "GQ")
+    min_dp = _to_int(fmt["MIN_DP"], pa.int32(), path, "MIN_DP")
+    depth = pc.coalesce(min_dp, dp).fill_null(1).to_numpy()
+
+    gt_enc = pc.dictionary_encode(fmt["GT"])
+    gt_texts = gt_enc.dictionary.to_pylist()
+    parsed = [_parse_gt(t, path) for t in gt_texts] + [((), False)]  # last: no GT
+    gt_code = gt_enc.indices.fill_null(len(gt_texts)).to_numpy().astype(np.int64)
+    g_ploidy = np.array([len(a) for a, _ in parsed])
+    g_called = np.array([len(a) > 0 and all(x is not None for x in a) for a, _ in parsed])
+    g_allref = np.array([len(a) > 0 and all(x == 0 for x in a) for a, _ in parsed])
+    ploidy = g_ploidy[gt_code]
+    called = g_called[gt_code]
+    allref = g_allref[gt_code] & (depth > 0)
+
+    ref_len = pc.utf8_length(batch.column("REF")).to_numpy()
+    end1 = pos1 + ref_len - 1
+    end_row, end_value = _info_end(info, path)
+    end1[end_row] = end_value
+    is_block = pc.is_in(alt, value_set=pa.array(["<*>", "<NON_REF>", "."])).to_numpy(
+        zero_copy_only=False
+    )
+    maybe = np.flatnonzero(~is_block & pc.starts_with(alt, "<").to_numpy(zero_copy_only=False))
+    if len(maybe):  # several symbolic reference alleles in one record: rare, use the regex
+        several = pc.match_substring_regex(alt.take(pa.array(maybe)), _BLOCK_ALT_RE)
+        is_block[maybe] = several.to_numpy(zero_copy_only=False)
+    is_var = ~is_block
+    bad_ref = is_var & ~pc.ascii_is_alpha(ref_up).to_numpy(zero_copy_only=False)
+    if bad_ref.any():
+        i = int(np.flatnonzero(bad_ref)[0])
+        raise CohortflowError(
+            f"{path}: REF {batch.column('REF')[i].as_py()!r} at {chrom[i].as_py()}:{pos1[i]} "
+            "is not a base sequence"
+        )
+    called_blocks = _blocks(chrom, pos1, end1, ploidy, dp, gq, is_var & called, "vcf")
+    ref_blocks = _blocks(chrom, pos1, end1, ploidy, dp, gq, is_block & allref, "gvcf")
+    allref_blocks = _blocks(chrom, pos1, end1, ploidy, dp, gq, is_var & allref, "gvcf")
+
+    # Split the ALT lists of variant records: one row per allele.
+    var_rows = np.flatnonzero(is_var)
+    alt_flat, alt_starts, alt_lengths = _split_field(alt.take(pa.array(var_rows)), ",")
+    parent_local = np.repeat(np.arange(len(var_rows)), alt_lengths)
+    parent = var_rows[parent_local]
+    alt_index = np.arange(len(parent)) - np.repeat(alt_starts, alt_lengths) + 1
+    alt_up = pc.utf8_upper(alt_flat)
+    keep = pc.and_(
+        pc.match_substring_regex(alt_up, r"^[ACGTN]+$"),
+        pc.not_equal(alt_up, ref_up.take(pa.array(parent))),
+    ).to_numpy(zero_copy_only=False)
+    state.skipped += int((~keep).sum())
+    parent, alt_index, alt_up = parent[keep], alt_index[keep], alt_up.filter(pa.array(keep))
+    p_arr = pa.array(parent, pa.int64())
+    contig = chrom.take(p_arr)
+    pos_a = pos1[parent]
+    vids = pc.binary_join_element_wise(
+        contig, pa.array(pos_a).cast(pa.string()), ref_up.take(p_arr), alt_up, "-"
+    )
+    _check_duplicates(state, contig, pos_a, vids)
+
+    # Genotype of each allele from its record's GT: one Python step per distinct (GT, allele).
+    codes = gt_code[parent]
+    key = codes * (int(alt_index.max(initial=0)) + 1) + alt_index
+    uniq, inverse = np.unique(key, return_inverse=True)
+    u_count: list[int | None] = []
+    u_text: list[str] = []
+    for k in uniq.tolist():
+        code, a_idx = divmod(k, int(alt_index.max(initial=0)) + 1)
+        alleles, phased = parsed[code]
+        ok = g_called[code]
+        u_count.append(sum(1 for a in alleles if a == a_idx) if ok else None)
+        u_text.append(_gt_string(alleles, a_idx, phased) if alleles else ".")
+    alt_count = pa.array(u_count, pa.int8()).take(pa.array(inverse))
+    gt_text = pa.array(u_text, pa.string()).take(pa.array(inverse))
+    a_called = called[parent]
+    ploidy_a = pa.array(ploidy[parent], pa.int8(), mask=~a_called)
+    ad_flat, ad_starts, ad_lengths = _split_field(fmt["AD"].take(p_arr), ",")
+    ad_ref = _element(ad_flat, ad_starts, ad_lengths, np.zeros(len(parent), dtype=np.int64))
+    ad_alt = _element(ad_flat, ad_starts, ad_lengths, alt_index)
+    columns: dict[str, Any] = {
+        "variant_id": vids,
+        "contig": contig,
+        "pos": pa.array(pos_a, pa.int64()),
+        "gt": gt_text,
+        "alt_count": alt_count,
+        "ploidy": ploidy_a,
+        "dp": dp.take(p_arr),
+        "gq": gq.take(p_arr),
+        "ad_ref": _to_int(ad_ref, pa.int32(), path, "AD"),
+        "ad_alt": _to_int(ad_alt, pa.int32(), path, "AD"),
+        "filter": batch.column("FILTER").take(p_arr),
+    }
+    columns.update(_annotation_values(state, info, parent, alt_index))
+    if len(pos1):
+        state.last_pos = int(pos1[-1])
+    calls = pa.table(columns, schema=CALLS_SCHEMA)
+    return calls, called_blocks, ref_blocks, allref_blocks
+
+
+def _check_duplicates(
+    state: _ReadState, contig: pa.Array, pos1: np.ndarray, vids: pa.Array
+) -> None:
+    """Refuse an allele that appears in two records (records are sorted, so duplicates are
+    at one position; ``state.last_ids`` carries the alleles at the previous chunk's end)."""
+    ids = vids.to_pylist() if len(vids) < 4 else None
+    if ids is None:
+        n_unique = pc.count_distinct(vids).as_py()
+        dup = n_unique != len(vids)
+    else:
+        dup = len(set(ids)) != len(ids)
+    if dup:
+        counts = pc.value_counts(vids).to_pylist()
+        first = sorted(c["values"] for c in counts if c["counts"] > 1)[0]
+        raise CohortflowError(
+            f"{state.path}: allele {first} appears in more than one record; "
+            "remove duplicates with bcftools norm -d exact"
+        )
+    if len(vids) == 0:
+        return
+    at_start = pos1 == state.last_pos
+    if state.last_ids and at_start.any():
+        clash = set(vids.filter(pa.array(at_start)).to_pylist()) & state.last_ids
+        if clash:
+            raise CohortflowError(
+                f"{state.path}: allele {sorted(clash)[0]} appears in more than one record; "
+                "remove duplicates with bcftools norm -d exact"
+            )
+    last = int(pos1[-1])
+    at_end = set(vids.filter(pa.array(pos1 == last)).to_pylist())
+    state.last_ids = at_end | (state.last_ids if last == state.last_pos else set())
+
+
+def _csv_batches(
+    path: Path,
+    what: str,
+    text: Path,
+    compression: str | None,
+    read_options: pcsv.ReadOptions,
+    parse_options: pcsv.ParseOptions,
+    convert_options: pcsv.ConvertOptions,
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of the VCF body (the header is read past line by line, whatever its
+    size); Arrow's errors become CohortflowError."""
+    try:
+        with pa.input_stream(str(text), compression=compression) as raw:
+            stream = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+            while True:
+                line = stream.readline()
+                if not line.startswith(b"#"):
+                    raise CohortflowError(
+                        f"{path}: {what} has no #CHROM header line; check it is a VCF"
+                    )
+                if line.startswith(b"#CHROM"):
+                    break
+            reader = pcsv.open_csv(stream, read_options, parse_options, convert_options)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                yield batch
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return
+        message = " ".join(str(exc).split())[:200]
+        raise CohortflowError(
+            f"{path}: {what} has a malformed record ({message}); fix or regenerate it"
+        ) from None
+    except (OSError, EOFError, pa.ArrowException) as exc:
+        raise CohortflowError(
+            f"{path}: {what} is truncated or corrupt ({exc}); regenerate it"
+        ) from None
+
+
+def parse_vcf(path: Path, what: str = "VCF") -> ParsedVcf:
+    """Read one single-sample VCF/gVCF (plain, bgzipped or BCF) in chunks of columns.
+
+    The header is checked by htslib (one sample); the body is parsed by Arrow's CSV reader and
+    vectorized kernels. Multiallelic records are split here; symbolic (``<*>``, ``<NON_REF>``),
+    spanning (``*``) and reference-only alleles are skipped. Raises CohortflowError on a
+    missing, truncated, unsorted or malformed file.
     """
     path = Path(path)
-    calls: list[Call] = []
-    blocks: list[Block] = []
-    seen_ids: set[str] = set()
-    skipped = 0
-    header_numbers: dict[str, str] | None = None  # annotation INFO key -> its Number
+    sample_name, numbers, is_bcf, contigs = _header(path, what)
+    state = _ReadState(path=path, what=what, info_numbers=numbers, contigs=contigs)
+    parts: list[tuple[pa.Table, ...]] = []
     n_records = 0
-    for rec in _iter_records(path, "VCF"):
-        n_records += 1
-        if header_numbers is None:
-            in_file = rec.header.samples[0]
-            if in_file != sample:
-                log.warning("%s: the VCF names its sample %s, the sheet %s", path, in_file, sample)
-            header_numbers = {
-                k: str(v.number)
-                for k, v in rec.header.info.items()
-                if k in vcfinfo.ANNOTATION_FIELDS
-            }
-        smp = rec.samples[0]
-        gt = _fmt(smp, "GT") or ()
-        called = len(gt) > 0 and all(a is not None for a in gt)
-        alts = rec.alts or ()
-        if not alts or all(a in REF_BLOCK_ALTS for a in alts):
-            block = _reference_block(rec, smp, gt)
-            if block is not None:
-                blocks.append(block)
-            continue
-        if called:
-            blocks.append(
-                Block(
-                    rec.chrom, rec.pos, rec.stop, len(gt), _fmt(smp, "DP"), _fmt(smp, "GQ"), "vcf"
-                )
-            )
-        ref = rec.ref.upper()
-        if not _REF_RE.match(ref):
-            raise CohortflowError(
-                f"{path}: REF {rec.ref!r} at {rec.chrom}:{rec.pos} is not a base sequence"
-            )
-        ad = _fmt(smp, "AD")
-        filt = ";".join(rec.filter.keys()) or "."
-        for alt_index, alt_raw in enumerate(alts, start=1):
-            alt = alt_raw.upper()
-            if not _ALLELE_RE.match(alt) or alt == ref:
-                skipped += 1
-                continue
-            vid = vcfinfo.variant_id(rec.chrom, rec.pos, ref, alt)
-            if vid in seen_ids:
-                raise CohortflowError(
-                    f"{path}: allele {vid} appears in more than one record; "
-                    "remove duplicates with bcftools norm -d exact"
-                )
-            seen_ids.add(vid)
-            annotations = {}
-            for col, key, typ in ANNOTATION_COLUMNS:
-                if key in header_numbers:
-                    raw = _info_value(rec, key, header_numbers[key], alt_index)
-                    annotations[col] = _convert_annotation(raw, typ, path, key)
-            calls.append(
-                Call(
-                    variant_id=vid,
-                    contig=rec.chrom,
-                    pos1=rec.pos,
-                    gt=_gt_string(tuple(gt), alt_index, bool(smp.phased)) if gt else ".",
-                    alt_count=sum(1 for a in gt if a == alt_index) if called else None,
-                    ploidy=len(gt) if called else None,
-                    dp=_fmt(smp, "DP"),
-                    gq=_fmt(smp, "GQ"),
-                    ad_ref=ad[0] if ad and len(ad) > 0 else None,
-                    ad_alt=ad[alt_index] if ad and len(ad) > alt_index else None,
-                    filter=filt,
-                    annotations=annotations,
-                )
-            )
-    if n_records == 0:
-        raise CohortflowError(
-            f"{path}: VCF of sample {sample} has no records; check the calling step produced calls"
+    with contextlib.ExitStack() as stack:
+        tmpdir = (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cohortflow.")))
+            if is_bcf
+            else path.parent
         )
-    if skipped:
-        log.info("%s: skipped %d symbolic, spanning or reference-only alleles", path, skipped)
-    return calls, blocks
-
-
-def _reference_block(
-    rec: pysam.VariantRecord, smp: pysam.libcbcf.VariantRecordSample, gt: tuple
-) -> Block | None:
-    """The covered interval of a reference-block record, or None when it is not evidence."""
-    if not gt or any(a is None or a != 0 for a in gt) or not _block_depth_ok(smp):
-        return None
-    return Block(rec.chrom, rec.pos, rec.stop, len(gt), _fmt(smp, "DP"), _fmt(smp, "GQ"), "gvcf")
-
-
-def read_gvcf_blocks(path: Path) -> list[Block]:
-    """Covered intervals of a gVCF (bcftools ``<*>`` or GATK ``<NON_REF>`` style).
-
-    Reference blocks (ALT only ``<*>``/``<NON_REF>``, span POS..INFO/END) and records whose GT is
-    all-reference count, when called and with depth (MIN_DP, else DP) not 0. Records with a
-    non-reference GT are left out: the sample's VCF decides its calls.
-    """
-    blocks: list[Block] = []
-    for rec in _iter_records(Path(path), "gVCF"):
-        smp = rec.samples[0]
-        gt = _fmt(smp, "GT") or ()
-        block = _reference_block(rec, smp, gt)
-        if block is not None:
-            blocks.append(block)
-    if not blocks:
-        raise CohortflowError(
-            f"{path}: gVCF has no called reference blocks; check it is a gVCF (bcftools call -g "
-            "or GATK -ERC GVCF) or leave it out"
+        text, compression = _text_stream(path, is_bcf, tmpdir)
+        read_options = pcsv.ReadOptions(column_names=_VCF_COLUMNS, block_size=_READ_BLOCK_BYTES)
+        parse_options = pcsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False)
+        convert_options = pcsv.ConvertOptions(
+            column_types={c: (pa.int64() if c == "POS" else pa.string()) for c in _VCF_COLUMNS},
+            include_columns=["CHROM", "POS", "REF", "ALT", "FILTER", "INFO", "FORMAT", "SAMPLE"],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         )
-    return blocks
+        for batch in _csv_batches(
+            path, what, text, compression, read_options, parse_options, convert_options
+        ):
+            n_records += batch.num_rows
+            if batch.num_rows:
+                parts.append(_parse_chunk(state, batch))
+    if state.skipped:
+        log.debug(
+            "%s: skipped %d symbolic, spanning or reference-only alleles", path, state.skipped
+        )
+    schemas = (CALLS_SCHEMA, BLOCKS_SCHEMA, BLOCKS_SCHEMA, BLOCKS_SCHEMA)
+    tables = [
+        pa.concat_tables([p[i] for p in parts]) if parts else schemas[i].empty_table()
+        for i in range(4)
+    ]
+    return ParsedVcf(sample_name, tables[0], tables[1], tables[2], tables[3], n_records)
 
 
 def read_qc_json(path: Path, sample: str) -> dict[str, Any]:
@@ -499,38 +862,22 @@ def read_qc_json(path: Path, sample: str) -> dict[str, Any]:
     return row
 
 
-def read_sample(inp: SampleInput) -> SampleData:
-    """Read and check all files of one sample; nothing is written."""
-    calls, blocks = read_sample_vcf(Path(inp.vcf), inp.sample)
-    if inp.gvcf is not None:
-        blocks = [b for b in blocks if b.source == "vcf"] + read_gvcf_blocks(Path(inp.gvcf))
-    qc = read_qc_json(Path(inp.qc_json), inp.sample) if inp.qc_json is not None else None
-    return SampleData(inp=inp, calls=calls, blocks=blocks, qc=qc)
-
-
 # --------------------------------------------------------------------------- coverage lookup
 
 
-def _nullable(values: Sequence[Any], typ: pa.DataType) -> pa.Array:
-    return pa.array(list(values), type=typ)
-
-
-def blocks_table(sample: str, batch: str, blocks: Sequence[Block]) -> pa.Table:
-    """The ref_blocks rows of one sample, in the stored column layout."""
-    return pa.table(
+def blocks_table(sample: str, batch: str, blocks: pa.Table) -> pa.Table:
+    """The ref_blocks rows of one sample (BLOCKS_SCHEMA in), in the stored column layout,
+    sorted by contig, start1, end1, source."""
+    n = blocks.num_rows
+    table = pa.table(
         {
-            "sample": pa.array([sample] * len(blocks), pa.string()),
-            "batch": pa.array([batch] * len(blocks), pa.string()),
-            "contig": pa.array([b.contig for b in blocks], pa.string()),
-            "start1": pa.array([b.start1 for b in blocks], pa.int64()),
-            "end1": pa.array([b.end1 for b in blocks], pa.int64()),
-            "ploidy": pa.array([b.ploidy for b in blocks], pa.int8()),
-            "dp": _nullable([b.dp for b in blocks], pa.int32()),
-            "gq": _nullable([b.gq for b in blocks], pa.int32()),
-            "source": pa.array([b.source for b in blocks], pa.string()),
+            "sample": pa.array([sample] * n, pa.string()),
+            "batch": pa.array([batch] * n, pa.string()),
+            **{name: blocks.column(name) for name in BLOCKS_SCHEMA.names},
         },
         schema=REF_BLOCKS_SCHEMA,
     )
+    return _sort(table, ["contig", "start1", "end1", "source", "ploidy", "dp", "gq"])
 
 
 @dataclass(frozen=True)
@@ -573,102 +920,311 @@ class _Intervals:
         return np.where(covered, j, -1)
 
 
-def _interval_index(blocks: pa.Table) -> dict[tuple[str, str, str], _Intervals]:
-    """(sample, contig, source) -> lookup structure over a ref_blocks table."""
-    out: dict[tuple[str, str, str], _Intervals] = {}
-    if blocks.num_rows == 0:
-        return out
-    keys = pa.table(
-        {
-            "sample": blocks.column("sample"),
-            "contig": blocks.column("contig"),
-            "source": blocks.column("source"),
-        }
-    )
-    groups = keys.group_by(["sample", "contig", "source"]).aggregate([])
-    sample_col = blocks.column("sample").to_numpy(zero_copy_only=False)
-    contig_col = blocks.column("contig").to_numpy(zero_copy_only=False)
-    source_col = blocks.column("source").to_numpy(zero_copy_only=False)
-    for s, c, src in zip(
-        groups.column("sample").to_pylist(),
-        groups.column("contig").to_pylist(),
-        groups.column("source").to_pylist(),
-        strict=True,
-    ):
-        mask = (sample_col == s) & (contig_col == c) & (source_col == src)
-        out[(s, c, src)] = _Intervals.build(blocks.filter(pa.array(mask)))
-    return out
+def _repeat_dict(value: str, n: int) -> pa.DictionaryArray:
+    """``n`` copies of one string as a dictionary array (no Python list, no hashing)."""
+    indices = pa.array(np.zeros(n, dtype=np.int32))
+    return pa.DictionaryArray.from_arrays(indices, pa.array([value], pa.string()))
 
 
-def _genotype_columns(
-    sample: str,
-    batch: str,
-    contig: str,
-    pos1: np.ndarray,
-    vids: list[str],
-    calls: Mapping[str, Call],
-    intervals: Mapping[tuple[str, str, str], _Intervals],
-) -> pa.Table:
-    """Genotype rows of one sample at the sites (pos1, vids) of one contig.
+def _repeat(value: str, n: int) -> pa.Array:
+    """``n`` copies of one string."""
+    return _repeat_dict(value, n).cast(pa.string())
 
+
+def _from_codes(
+    codes: np.ndarray, vocab: list[str], mask: np.ndarray | None = None
+) -> pa.DictionaryArray:
+    indices = pa.array(codes.astype(np.int32), mask=mask)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(vocab, pa.string()))
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+# Genotype rows as written: the repetitive strings stay dictionary-encoded on their way into
+# Parquet (STRING columns in the file; the Arrow schema is not stored, so readers see strings).
+GENOTYPES_WRITE_SCHEMA = pa.schema(
+    [
+        pa.field(
+            f.name,
+            _DICT
+            if f.name in ("sample", "batch", "variant_id", "gt", "filter", "source")
+            else f.type,
+        )
+        for f in GENOTYPES_SCHEMA
+    ]
+)
+
+
+def _masked(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """int array with -1 meaning null."""
+    return pa.array(values, mask=values < 0).cast(typ)
+
+
+@dataclass(frozen=True)
+class Sites:
+    """The alleles of one contig, sorted by pos then variant_id (pos 1-based)."""
+
+    pos1: np.ndarray
+    vids: pa.Array
+
+
+def _sample_genotypes(
+    sample: str, batch: str, sites: Sites, calls: pa.Table, blocks: pa.Table
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Genotype rows (GENOTYPES_SCHEMA) of one sample at the sites of one contig, with its
+    alt_count and ploidy per site as int arrays (-1 = null).
+
+    ``calls`` (CALLS_SCHEMA) and ``blocks`` (BLOCKS_SCHEMA) are the sample's, on this contig.
     Own call first; else coverage by a "vcf" interval, then by a "gvcf" interval (alt_count 0);
-    else no-call. Out: a table with GENOTYPES_SCHEMA plus a "contig" column.
+    else no-call.
     """
-    n = len(vids)
+    n = len(sites.vids)
     ploidy = np.full(n, -1, dtype=np.int64)
     dp = np.full(n, -1, dtype=np.int64)
     gq = np.full(n, -1, dtype=np.int64)
+    source_col = blocks.column("source")
     for src in ("gvcf", "vcf"):  # "vcf" last so that it wins where both cover
-        iv = intervals.get((sample, contig, src))
-        if iv is None:
+        rows = blocks.filter(pc.equal(source_col, src))
+        if rows.num_rows == 0:
             continue
-        j = iv.lookup(pos1)
+        iv = _Intervals.build(rows)
+        j = iv.lookup(sites.pos1)
         hit = j >= 0
         ploidy[hit] = iv.ploidy[j[hit]]
         dp[hit] = iv.dp[j[hit]]
         gq[hit] = iv.gq[j[hit]]
     covered = ploidy >= 0
-    gt: list[str | None] = ["/".join("0" * int(p)) if p > 0 else "./." for p in ploidy]
-    alt_count: list[int | None] = [0 if c else None for c in covered]
-    ploidy_l: list[int | None] = [int(p) if p >= 0 else None for p in ploidy]
-    dp_l: list[int | None] = [int(v) if v >= 0 else None for v in dp]
-    gq_l: list[int | None] = [int(v) if v >= 0 else None for v in gq]
-    source: list[str] = ["ref_block" if c else "none" for c in covered]
-    ad_ref: list[int | None] = [None] * n
-    ad_alt: list[int | None] = [None] * n
-    filt: list[str | None] = [None] * n
-    if calls:
-        for i, vid in enumerate(vids):
-            call = calls.get(vid)
-            if call is None:
-                continue
-            gt[i] = call.gt
-            alt_count[i] = call.alt_count
-            ploidy_l[i] = call.ploidy
-            dp_l[i] = call.dp
-            gq_l[i] = call.gq
-            ad_ref[i] = call.ad_ref
-            ad_alt[i] = call.ad_alt
-            filt[i] = call.filter
-            source[i] = "vcf"
-    return pa.table(
+    max_ploidy = int(ploidy.max(initial=0))
+    vocab = ["./."] + ["/".join("0" * p) for p in range(1, max_ploidy + 1)]
+    gt_code = np.where(covered, np.clip(ploidy, 0, None), 0)
+    alt_count = np.where(covered, 0, -1)
+    source = np.where(covered, 1, 0)  # 0 none, 1 ref_block, 2 vcf
+    ad_ref = np.full(n, -1, dtype=np.int64)
+    ad_alt = np.full(n, -1, dtype=np.int64)
+    filt_code = np.full(n, -1, dtype=np.int64)
+    filt_vocab: list[str] = []
+    if calls.num_rows:
+        at = pc.index_in(calls.column("variant_id"), value_set=sites.vids).to_numpy(
+            zero_copy_only=False
+        )
+        if np.isnan(at.astype(float)).any():
+            raise RuntimeError(f"sample {sample}: calls outside the site list")
+        at = at.astype(np.int64)
+        call_gt = pc.dictionary_encode(calls.column("gt").combine_chunks())
+        gt_code[at] = call_gt.indices.to_numpy() + len(vocab)
+        vocab += call_gt.dictionary.to_pylist()
+        alt_count[at] = calls.column("alt_count").fill_null(-1).to_numpy()
+        ploidy[at] = calls.column("ploidy").fill_null(-1).to_numpy()
+        dp[at] = calls.column("dp").fill_null(-1).to_numpy()
+        gq[at] = calls.column("gq").fill_null(-1).to_numpy()
+        ad_ref[at] = calls.column("ad_ref").fill_null(-1).to_numpy()
+        ad_alt[at] = calls.column("ad_alt").fill_null(-1).to_numpy()
+        call_filt = pc.dictionary_encode(calls.column("filter").combine_chunks())
+        filt_code[at] = call_filt.indices.to_numpy()
+        filt_vocab = call_filt.dictionary.to_pylist()
+        source[at] = 2
+    table = pa.table(
         {
-            "sample": pa.array([sample] * n, pa.string()),
-            "batch": pa.array([batch] * n, pa.string()),
-            "variant_id": pa.array(vids, pa.string()),
-            "pos": pa.array(pos1, pa.int64()),
-            "gt": pa.array(gt, pa.string()),
-            "alt_count": pa.array(alt_count, pa.int8()),
-            "ploidy": pa.array(ploidy_l, pa.int8()),
-            "dp": pa.array(dp_l, pa.int32()),
-            "gq": pa.array(gq_l, pa.int32()),
-            "ad_ref": pa.array(ad_ref, pa.int32()),
-            "ad_alt": pa.array(ad_alt, pa.int32()),
-            "filter": pa.array(filt, pa.string()),
-            "source": pa.array(source, pa.string()),
-            "contig": pa.array([contig] * n, pa.string()),
-        }
+            "sample": _repeat_dict(sample, n),
+            "batch": _repeat_dict(batch, n),
+            "variant_id": pa.DictionaryArray.from_arrays(
+                pa.array(np.arange(n, dtype=np.int32)), sites.vids
+            ),
+            "pos": pa.array(sites.pos1, pa.int64()),
+            "gt": _from_codes(gt_code, vocab),
+            "alt_count": _masked(alt_count, pa.int8()),
+            "ploidy": _masked(ploidy, pa.int8()),
+            "dp": _masked(dp, pa.int32()),
+            "gq": _masked(gq, pa.int32()),
+            "ad_ref": _masked(ad_ref, pa.int32()),
+            "ad_alt": _masked(ad_alt, pa.int32()),
+            "filter": _from_codes(np.clip(filt_code, 0, None), filt_vocab or ["."], filt_code < 0),
+            "source": _from_codes(source, ["none", "ref_block", "vcf"]),
+        },
+        schema=GENOTYPES_WRITE_SCHEMA,
     )
+    return table, alt_count, ploidy
+
+
+def _allele_classes(contig: str, sites: Sites) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(is SNV, is indel, is transition) per site, from the alleles in its variant_id."""
+    snv, indel, ti = [], [], []
+    for vid, pos1 in zip(sites.vids.to_pylist(), sites.pos1.tolist(), strict=True):
+        ref, alt = vid[len(contig) + len(str(pos1)) + 2 :].split("-", 1)
+        snv.append(len(ref) == 1 and len(alt) == 1)
+        indel.append(len(ref) != len(alt))
+        ti.append(is_transition(ref, alt) and len(ref) == 1 and len(alt) == 1)
+    return np.array(snv, bool), np.array(indel, bool), np.array(ti, bool)
+
+
+class _Counts:
+    """Per-site and per-sample genotype counts of one genotype file, built sample by sample.
+
+    The cohort tables are sums of these over files, so an append never rescans earlier
+    batches' genotypes for them.
+    """
+
+    def __init__(self, contig: str, sites: Sites):
+        self.sites = sites
+        self.snv, self.indel, self.ti = _allele_classes(contig, sites)
+        m = len(sites.vids)
+        names = [f.name for f in SITE_COUNTS_SCHEMA][2:-2]
+        self.site = {name: np.zeros(m, dtype=np.int64) for name in [*names, "n_carriers"]}
+        self.carrier = np.full(m, -1, dtype=np.int64)
+        self.samples: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, sample: str, alt: np.ndarray, ploidy: np.ndarray) -> None:
+        """One sample's alt_count and ploidy per site (-1 = null)."""
+        called = alt >= 0
+        het = (ploidy >= 2) & (alt > 0) & (alt < ploidy)
+        hom_alt = (ploidy >= 2) & (alt == ploidy) & called
+        hemi = (ploidy == 1) & (alt == 1)
+        carrier = alt >= 1
+        site = self.site
+        site["ac"] += np.where(called, alt, 0)
+        site["an"] += np.where(called, ploidy, 0)
+        site["n_called"] += called
+        site["n_het"] += het
+        site["n_hom_alt"] += hom_alt
+        site["n_hemi_alt"] += hemi
+        site["d_hom_ref"] += (ploidy == 2) & (alt == 0)
+        site["d_het"] += (ploidy == 2) & (alt == 1)
+        site["d_hom_alt"] += (ploidy == 2) & (alt == 2)
+        site["n_rows"] += 1
+        site["n_carriers"] += carrier
+        self.carrier[carrier] = len(self.samples)
+        self.samples.append(sample)
+        n = len(alt)
+        self.rows.append(
+            {
+                "sample": sample,
+                "n_sites": n,
+                "n_called": int(called.sum()),
+                "n_no_call": int(n - called.sum()),
+                "n_hom_ref": int((alt == 0).sum()),
+                "n_het": int(het.sum()),
+                "n_hom_alt": int(hom_alt.sum()),
+                "n_hemi_alt": int(hemi.sum()),
+                "n_variants": int(carrier.sum()),
+                "n_snv": int((carrier & self.snv).sum()),
+                "n_indel": int((carrier & self.indel).sum()),
+                "n_transitions": int((carrier & self.ti).sum()),
+                "n_transversions": int((carrier & self.snv & ~self.ti).sum()),
+            }
+        )
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        """(site counts, sample counts) tables."""
+        one = (self.site["n_carriers"] == 1) & (self.carrier >= 0)
+        names = pa.array(self.samples or [""], pa.string())
+        carrier = names.take(pa.array(np.where(one, self.carrier, 0), mask=~one))
+        site = pa.table(
+            {
+                "variant_id": self.sites.vids,
+                "pos": pa.array(self.sites.pos1, pa.int64()),
+                **{k: pa.array(v) for k, v in self.site.items()},
+                "carrier": carrier,
+            }
+        ).select(SITE_COUNTS_SCHEMA.names)
+        return site.cast(SITE_COUNTS_SCHEMA), pa.Table.from_pylist(
+            self.rows, schema=SAMPLE_COUNTS_SCHEMA
+        )
+
+
+def _write_counts(
+    store: Path, contig: str, stem: str, counts: _Counts, metadata: Mapping[str, str] | None
+) -> list[Path]:
+    """The site_counts and sample_counts files of one genotype file."""
+    site, sample = counts.tables()
+    paths = []
+    for table, data, keys in (
+        ("site_counts", site, ["pos", "variant_id"]),
+        ("sample_counts", sample, ["sample"]),
+    ):
+        path = _partition_dir(store / table, contig) / f"{stem}.parquet"
+        _write_parquet(_sort(data, keys), path, _file_metadata(table, metadata))
+        paths.append(path)
+    return paths
+
+
+def _recount(store: Path, path: Path) -> None:
+    """Recompute the counts files of one (rewritten) genotypes file; drop them if it is gone."""
+    contig = urllib.parse.unquote(path.parent.name[len("contig=") :])
+    stem = path.name[: -len(".parquet")]
+    if not path.is_file():
+        for table in ("site_counts", "sample_counts"):
+            (_partition_dir(store / table, contig) / path.name).unlink(missing_ok=True)
+        return
+    data = pq.read_table(
+        path, partitioning=None, columns=["sample", "variant_id", "pos", "alt_count", "ploidy"]
+    )
+    meta = {
+        k.decode(): v.decode()
+        for k, v in (pq.read_schema(path).metadata or {}).items()
+        if k not in (b"ARROW:schema", b"table")
+    }
+    names = data.column("sample").to_numpy(zero_copy_only=False)
+    bounds = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
+    first = data.slice(0, bounds[1])
+    counts = _Counts(
+        contig, Sites(first.column("pos").to_numpy(), first.column("variant_id").combine_chunks())
+    )
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        part = data.slice(lo, hi - lo)
+        counts.add(
+            str(names[lo]),
+            part.column("alt_count").fill_null(-1).to_numpy().astype(np.int64),
+            part.column("ploidy").fill_null(-1).to_numpy().astype(np.int64),
+        )
+    _write_counts(store, contig, stem, counts, meta)
+
+
+class _BufferedWriter:
+    """A Parquet file written in row groups of about ``rows`` rows under a temporary name;
+    :meth:`close` renames it into place (only when rows were written) or removes it."""
+
+    def __init__(self, path: Path, schema: pa.Schema, meta: dict[bytes, bytes], rows: int):
+        self.path = path
+        self.schema = schema.with_metadata(meta)
+        self.rows = rows
+        self.parts: list[pa.Table] = []
+        self.buffered = 0
+        self.written = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = tmp_path_for(path)
+        self._writer = pq.ParquetWriter(
+            self._tmp, self.schema, compression="zstd", store_schema=False
+        )
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.parts.append(table)
+        self.buffered += table.num_rows
+        if self.buffered >= self.rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.parts:
+            table = pa.concat_tables(self.parts).cast(self.schema)
+            self._writer.write_table(table, row_group_size=max(self.rows, table.num_rows))
+            self.written += table.num_rows
+        self.parts, self.buffered = [], 0
+
+    def close(self, ok: bool = True) -> bool:
+        """Finish the file; True when it was renamed into place."""
+        if ok:
+            self._flush()
+            # the Arrow schema (and its metadata) is not stored: give the key-values directly
+            self._writer.add_key_value_metadata(
+                {k.decode(): v.decode() for k, v in (self.schema.metadata or {}).items()}
+            )
+        self._writer.close()
+        if ok and self.written:
+            os.replace(self._tmp, self.path)
+            return True
+        self._tmp.unlink(missing_ok=True)
+        return False
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -756,6 +1312,24 @@ def _empty_table(table: str) -> pa.Table:
     return schema.empty_table()
 
 
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER",
+    pa.int8(): "TINYINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.list_(pa.string()): "VARCHAR[]",
+}
+
+
+def _empty_select(table: str) -> str:
+    """SQL for an empty relation with the columns of ``table`` (and contig when partitioned)."""
+    schema = _empty_table(table).schema
+    cols = ", ".join(f"CAST(NULL AS {_DUCKDB_TYPES[f.type]}) AS {f.name}" for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
 def open_store(store: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table of ``store``.
 
@@ -769,9 +1343,9 @@ def open_store(store: Path) -> duckdb.DuckDBPyConnection:
     for table in TABLES:
         expr = table_sql(store, table)
         if expr is None:
-            con.register(f"_empty_{table}", _empty_table(table))
-            expr = f"_empty_{table}"
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {expr}")
+            con.execute(f"CREATE VIEW {table} AS {_empty_select(table)}")
+        else:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {expr}")
     return con
 
 
@@ -874,7 +1448,8 @@ def _rewrite_without(path: Path, mask_keep: np.ndarray, table: pa.Table) -> None
 def _remove_samples(store: Path, samples: set[str]) -> None:
     """Remove every row of ``samples`` (replace mode only: the files holding them are rewritten),
     then every site that no remaining sample has in its VCF."""
-    for table in BATCH_TABLES:
+    rewritten: set[Path] = set()
+    for table in ("samples", "qc_metrics", "ref_blocks", "genotypes", "annotations"):
         for path in table_files(store, table):
             data = pq.read_table(path, partitioning=None)
             col = data.column("sample").to_numpy(zero_copy_only=False)
@@ -887,6 +1462,8 @@ def _remove_samples(store: Path, samples: set[str]) -> None:
                     path,
                 )
                 _rewrite_without(path, ~drop, data)
+                if table == "genotypes":
+                    rewritten.add(path)
     con = open_store(store)
     try:
         orphans = (
@@ -900,15 +1477,18 @@ def _remove_samples(store: Path, samples: set[str]) -> None:
         )
     finally:
         con.close()
-    if not orphans:
-        return
-    log.info("replace: removing %d sites no remaining sample carries a record for", len(orphans))
-    for table in ("genotypes", "annotations"):
+    if orphans:
+        log.info("replace: removing %d sites no remaining sample has a record for", len(orphans))
+    for table in ("genotypes", "annotations") if orphans else ():
         for path in table_files(store, table):
             data = pq.read_table(path, partitioning=None)
             drop = np.isin(data.column("variant_id").to_numpy(zero_copy_only=False), orphans)
             if drop.any():
                 _rewrite_without(path, ~drop, data)
+                if table == "genotypes":
+                    rewritten.add(path)
+    for path in sorted(rewritten):
+        _recount(store, path)
 
 
 # --------------------------------------------------------------------------- aggregate
@@ -957,82 +1537,22 @@ def _check_build(
 
 
 def _merged_metadata(
-    committed: Mapping[str, Mapping[str, Any]], metadata: Mapping[str, str] | None
+    store: Path, committed: Mapping[str, Mapping[str, Any]], metadata: Mapping[str, str] | None
 ) -> dict[str, str]:
     """Metadata for tables that span batches: per key, the distinct values joined by ','."""
     values: dict[str, set[str]] = {}
-    records = [r.get("metadata") or {} for r in committed.values()] + [dict(metadata or {})]
+    records = [dict(r.get("metadata") or {}) for r in committed.values()]
+    reannotated = read_annotation_record(store)
+    if reannotated is not None:
+        # batches re-annotated by replace_annotations carry the release they were re-annotated with
+        for name, record in zip(committed, records, strict=True):
+            if name in reannotated.get("batches", []):
+                record["kb_release"] = reannotated["kb_release"]
+    records.append(dict(metadata or {}))
     for record in records:
         for key, value in record.items():
             values.setdefault(str(key), set()).add(str(value))
     return {key: ",".join(sorted(v)) for key, v in sorted(values.items())}
-
-
-def _sites_of(calls_by_sample: Sequence[SampleData]) -> pa.Table:
-    rows: dict[str, tuple[str, int]] = {}
-    for data in calls_by_sample:
-        for call in data.calls:
-            rows[call.variant_id] = (call.contig, call.pos1)
-    vids = sorted(rows)
-    return pa.table(
-        {
-            "contig": pa.array([rows[v][0] for v in vids], pa.string()),
-            "pos": pa.array([rows[v][1] for v in vids], pa.int64()),
-            "variant_id": pa.array(vids, pa.string()),
-        }
-    )
-
-
-def _by_contig(sites: pa.Table) -> dict[str, tuple[np.ndarray, list[str]]]:
-    """contig -> (pos1 array, variant ids), sorted by pos then variant_id."""
-    out: dict[str, tuple[np.ndarray, list[str]]] = {}
-    if sites.num_rows == 0:
-        return out
-    sites = sites.sort_by(
-        [("contig", "ascending"), ("pos", "ascending"), ("variant_id", "ascending")]
-    )
-    contig_col = sites.column("contig").to_numpy(zero_copy_only=False)
-    for contig in sorted(set(contig_col.tolist())):
-        part = sites.filter(pa.array(contig_col == contig))
-        out[contig] = (part.column("pos").to_numpy(), part.column("variant_id").to_pylist())
-    return out
-
-
-def _genotypes_for(
-    samples: Sequence[tuple[str, str]],
-    sites: Mapping[str, tuple[np.ndarray, list[str]]],
-    calls: Mapping[str, Mapping[str, Call]],
-    blocks: pa.Table,
-) -> pa.Table:
-    """Genotype rows of ``samples`` ((sample, batch) pairs) at ``sites``, with a contig column."""
-    intervals = _interval_index(blocks)
-    parts = [
-        _genotype_columns(sample, batch, contig, pos1, vids, calls.get(sample, {}), intervals)
-        for sample, batch in samples
-        for contig, (pos1, vids) in sites.items()
-    ]
-    if not parts:
-        return _empty_table("genotypes").select([*GENOTYPES_SCHEMA.names, "contig"])
-    return pa.concat_tables(parts)
-
-
-def _annotation_rows(batch: str, datas: Sequence[SampleData]) -> pa.Table:
-    cols: dict[str, list[Any]] = {name: [] for name in ANNOTATIONS_SCHEMA.names}
-    cols["contig"] = []
-    for data in datas:
-        for call in data.calls:
-            ann = call.annotations
-            if not any(v is not None for v in ann.values()):
-                continue
-            cols["sample"].append(data.inp.sample)
-            cols["batch"].append(batch)
-            cols["variant_id"].append(call.variant_id)
-            cols["pos"].append(call.pos1)
-            cols["contig"].append(call.contig)
-            for name, _, _ in ANNOTATION_COLUMNS:
-                cols[name].append(ann.get(name))
-    schema = ANNOTATIONS_SCHEMA.append(pa.field("contig", pa.string()))
-    return pa.table(cols, schema=schema)
 
 
 def _write_batch_table(
@@ -1045,13 +1565,176 @@ def _write_batch_table(
     return [path]
 
 
+def _internal_connection(store: Path) -> duckdb.DuckDBPyConnection:
+    """open_store with bounded memory for cohortflow's own cohort-wide queries."""
+    con = open_store(store)
+    con.execute("SET memory_limit = '1GB'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _rebuild_cohort_tables(store: Path, merged: Mapping[str, str]) -> int:
+    """Recompute variants, sample_qc and kinship from all stored rows; return the site count."""
+    n_sites = _rebuild_variants(store, _file_metadata("variants", merged))
+    _rebuild_sample_qc(store, _file_metadata("sample_qc", merged))
+    _rebuild_kinship(store, _file_metadata("kinship", merged))
+    return n_sites
+
+
+def _write_derived(store: Path, table: str, data: pa.Table, meta: dict[bytes, bytes]) -> None:
+    """Replace the whole folder of a derived (not partitioned) table with one file."""
+    with atomic_output(store / table) as tmp:
+        tmp.mkdir(parents=True)
+        _write_parquet(data, tmp / "part-0.parquet", meta)
+
+
+def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes]) -> int:
+    """sample_qc: one row per stored sample, its alignment QC (qc_metrics, null when no QC JSON
+    came with it) and genotype counts over every allele of the store.
+
+    het/hom: diploid calls (0 < alt_count < ploidy, alt_count == ploidy); Ti/Tv over carried
+    SNV alleles (A<>G, C<>T transitions); singletons: carried alleles with cohort ac == 1.
+    """
+    qc_cols = ", ".join(
+        f"q.{f.name}" for f in QC_METRICS_SCHEMA if f.name not in ("sample", "batch")
+    )
+    con = _internal_connection(store)
+    try:
+        table = _fetch(
+            con,
+            f"""
+            WITH c AS (
+                SELECT sample,
+                    sum(n_sites) AS n_sites, sum(n_called) AS n_called,
+                    sum(n_no_call) AS n_no_call, sum(n_hom_ref) AS n_hom_ref,
+                    sum(n_het) AS n_het, sum(n_hom_alt) AS n_hom_alt,
+                    sum(n_hemi_alt) AS n_hemi_alt, sum(n_variants) AS n_variants,
+                    sum(n_snv) AS n_snv, sum(n_indel) AS n_indel,
+                    sum(n_transitions) AS n_transitions, sum(n_transversions) AS n_transversions
+                FROM sample_counts GROUP BY sample
+            ), site AS (
+                SELECT variant_id, sum(ac) AS ac,
+                    max(carrier) FILTER (WHERE n_carriers = 1 AND ac = 1) AS carrier
+                FROM site_counts GROUP BY variant_id
+            ), single AS (
+                SELECT carrier AS sample, count(*) AS n_singletons
+                FROM site WHERE ac = 1 GROUP BY carrier
+            ), g AS (
+                SELECT c.*, coalesce(single.n_singletons, 0) AS n_singletons
+                FROM c LEFT JOIN single USING (sample)
+            )
+            SELECT s.sample, s.batch, s.sex, {qc_cols},
+                coalesce(g.n_sites, 0) AS n_sites,
+                coalesce(g.n_called, 0) AS n_called,
+                coalesce(g.n_no_call, 0) AS n_no_call,
+                CASE WHEN g.n_sites > 0 THEN g.n_no_call / g.n_sites END AS missingness,
+                coalesce(g.n_hom_ref, 0) AS n_hom_ref,
+                coalesce(g.n_het, 0) AS n_het,
+                coalesce(g.n_hom_alt, 0) AS n_hom_alt,
+                coalesce(g.n_hemi_alt, 0) AS n_hemi_alt,
+                coalesce(g.n_variants, 0) AS n_variants,
+                CASE WHEN g.n_hom_alt > 0 THEN g.n_het / g.n_hom_alt END AS het_hom_ratio,
+                coalesce(g.n_snv, 0) AS n_snv,
+                coalesce(g.n_indel, 0) AS n_indel,
+                coalesce(g.n_transitions, 0) AS n_transitions,
+                coalesce(g.n_transversions, 0) AS n_transversions,
+                CASE WHEN g.n_transversions > 0 THEN g.n_transitions / g.n_transversions END
+                    AS ti_tv,
+                coalesce(g.n_singletons, 0) AS n_singletons
+            FROM samples s
+            LEFT JOIN qc_metrics q USING (sample)
+            LEFT JOIN g USING (sample)
+            ORDER BY s.sample
+            """,
+        )
+    finally:
+        con.close()
+    table = table.select(SAMPLE_QC_SCHEMA.names).cast(SAMPLE_QC_SCHEMA)
+    _write_derived(store, "sample_qc", table, meta)
+    return table.num_rows
+
+
+def _genotype_codes(
+    path: Path, sample_index: Mapping[str, int], site_ids: pa.Array, packed: np.ndarray
+) -> None:
+    """Fill ``packed`` (samples x sites of one contig, 2-bit codes of
+    :func:`cohortflow.kinship.pack_codes`) from one genotypes file: alt_count of diploid calls,
+    missing elsewhere. Streams the file in record batches, one sample run at a time."""
+    m = len(site_ids)
+    # one row group at a time (no read-ahead): memory does not follow the file's size
+    pf = pq.ParquetFile(path, read_dictionary=["sample", "variant_id"], pre_buffer=False)
+    for rb in pf.iter_batches(
+        batch_size=1 << 18,
+        columns=["sample", "variant_id", "alt_count", "ploidy"],
+        use_threads=False,
+    ):
+        smp = rb.column(0)
+        vid = rb.column(1)
+        rows = np.array([sample_index.get(x, -1) for x in smp.dictionary.to_pylist()] + [-1])
+        cols = pc.index_in(vid.dictionary, value_set=site_ids).fill_null(-1).to_numpy()
+        r = rows[smp.indices.to_numpy()]
+        c = cols[vid.indices.to_numpy()]
+        alt = rb.column(2).fill_null(-1).to_numpy()
+        diploid = rb.column(3).fill_null(0).to_numpy() == 2
+        code = np.where(diploid & (alt >= 0), alt, -1).astype(np.int8)
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        for lo, hi in zip(starts, [*starts[1:], len(r)], strict=True):
+            row = int(r[lo])
+            if row < 0:
+                continue
+            keep = c[lo:hi] >= 0
+            full = unpack_codes(packed[row : row + 1], m)
+            full[0, c[lo:hi][keep]] = code[lo:hi][keep]
+            packed[row] = pack_codes(full)[0]
+
+
+def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
+    """kinship: KING-robust over all stored samples and polymorphic alleles, one row per pair.
+
+    Memory: four samples^2 int32 pair-count matrices, plus samples x sites of one contig at
+    2 bits per genotype; the table is written in blocks of pairs.
+    """
+    con = _internal_connection(store)
+    try:
+        samples = _fetch(con, "SELECT sample FROM samples ORDER BY sample").column(0).to_pylist()
+        sites = _fetch(
+            con,
+            "SELECT contig, variant_id FROM variants WHERE ac > 0 ORDER BY contig, pos, variant_id",
+        )
+    finally:
+        con.close()
+    index = {name: i for i, name in enumerate(samples)}
+    counts = KingCounts(len(samples))
+    contig_col = sites.column("contig")
+    for contig in pc.unique(contig_col).to_pylist():
+        ids = sites.filter(pc.equal(contig_col, contig)).column("variant_id").combine_chunks()
+        packed = np.full((len(samples), -(-len(ids) // 4)), 0xFF, dtype=np.uint8)
+        folder = _partition_dir(store / "genotypes", contig)
+        for path in sorted(folder.glob("*.parquet")):
+            if not path.name.startswith((".", "_")):
+                _genotype_codes(path, index, ids, packed)
+        counts.add_packed(packed, len(ids))
+        del packed
+    n_rows = 0
+    with atomic_output(store / "kinship") as tmp:
+        tmp.mkdir(parents=True)
+        schema = KINSHIP_SCHEMA.with_metadata(meta)
+        with pq.ParquetWriter(tmp / "part-0.parquet", schema, compression="zstd") as writer:
+            for part in kinship_rows(samples, counts):
+                writer.write_table(part.cast(schema))
+                n_rows += part.num_rows
+            if n_rows == 0:
+                writer.write_table(schema.empty_table())
+    return n_rows
+
+
 def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
     """Recompute the variants table from all stored genotypes and annotations; rewrite it whole.
 
     an counts the ploidy of called samples; n_het counts 0 < alt_count < ploidy; n_hom_alt
     alt_count == ploidy >= 2; n_hemi_alt haploid alt calls; hwe_p uses diploid calls only.
     """
-    con = open_store(store)
+    con = _internal_connection(store)
     try:
         first = ", ".join(
             f"arg_min({name}, sample) FILTER (WHERE {name} IS NOT NULL) AS {name}"
@@ -1065,17 +1748,17 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
             f"""
             WITH g AS (
                 SELECT contig, pos, variant_id,
-                    sum(alt_count)::BIGINT AS ac,
-                    coalesce(sum(ploidy) FILTER (WHERE alt_count IS NOT NULL), 0)::BIGINT AS an,
-                    count(alt_count)::BIGINT AS n_called,
-                    count(*) FILTER (WHERE ploidy >= 2 AND alt_count > 0 AND alt_count < ploidy)::BIGINT AS n_het,
-                    count(*) FILTER (WHERE ploidy >= 2 AND alt_count = ploidy)::BIGINT AS n_hom_alt,
-                    count(*) FILTER (WHERE ploidy = 1 AND alt_count = 1)::BIGINT AS n_hemi_alt,
-                    count(*) FILTER (WHERE ploidy = 2 AND alt_count = 0)::BIGINT AS d_hom_ref,
-                    count(*) FILTER (WHERE ploidy = 2 AND alt_count = 1)::BIGINT AS d_het,
-                    count(*) FILTER (WHERE ploidy = 2 AND alt_count = 2)::BIGINT AS d_hom_alt,
-                    count(*)::BIGINT AS n_rows
-                FROM genotypes GROUP BY contig, pos, variant_id
+                    sum(ac)::BIGINT AS ac,
+                    sum(an)::BIGINT AS an,
+                    sum(n_called)::BIGINT AS n_called,
+                    sum(n_het)::BIGINT AS n_het,
+                    sum(n_hom_alt)::BIGINT AS n_hom_alt,
+                    sum(n_hemi_alt)::BIGINT AS n_hemi_alt,
+                    sum(d_hom_ref)::BIGINT AS d_hom_ref,
+                    sum(d_het)::BIGINT AS d_het,
+                    sum(d_hom_alt)::BIGINT AS d_hom_alt,
+                    sum(n_rows)::BIGINT AS n_rows
+                FROM site_counts GROUP BY contig, pos, variant_id
             ), a AS (
                 SELECT variant_id, {first} FROM annotations GROUP BY variant_id
             )
@@ -1199,15 +1882,17 @@ def aggregate(
                 f"{store}: sample(s) {', '.join(clashes)} already in the store (batch "
                 f"{existing[clashes[0]]}); remove them from this batch or pass replace to replace them"
             )
-        datas = [read_sample(inp) for inp in inputs]  # every input checked before any write
-        if clashes:
-            _remove_samples(store, set(clashes))
-        summary = _append(store, batch, datas, committed, metadata)
+        with tempfile.TemporaryDirectory(prefix=".tmp.spill.", dir=store) as spill:
+            # every input is read and checked before the store is touched
+            spilled, batch_sites = _read_batch_inputs(inputs, Path(spill))
+            if clashes:
+                _remove_samples(store, set(clashes))
+            summary = _append(store, batch, spilled, batch_sites, committed, metadata)
         summary["samples_replaced"] = clashes
         record = {
             "batch": batch,
-            "samples": [d.inp.sample for d in datas],
-            "inputs": [_input_record(d.inp) for d in datas],
+            "samples": sorted(i.sample for i in inputs),
+            "inputs": [_input_record(i) for i in inputs],
             "replaced": clashes,
             "metadata": dict(sorted((metadata or {}).items())),
             "cohortflow_version": __version__,
@@ -1216,7 +1901,14 @@ def aggregate(
         }
         with atomic_output(store / "_batches" / f"{batch}.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    log.info("batch %s: %s", batch, summary)
+    log.info(
+        "batch %s: %d samples added (%d replaced), %d new sites, %d sites in the store",
+        batch,
+        len(summary["samples_added"]),
+        len(summary["samples_replaced"]),
+        summary["sites_new"],
+        summary["sites_total"],
+    )
     return summary
 
 
@@ -1230,106 +1922,460 @@ def _input_record(inp: SampleInput) -> dict[str, Any]:
     }
 
 
+def read_sample(inp: SampleInput) -> SampleData:
+    """Read and check all files of one sample; nothing is written.
+
+    Coverage: the VCF's called records, plus the gVCF's reference blocks and all-reference
+    records when a gVCF is given (the VCF's own reference blocks otherwise).
+    """
+    vcf = parse_vcf(Path(inp.vcf), "VCF")
+    if vcf.n_records == 0:
+        raise CohortflowError(
+            f"{inp.vcf}: VCF of sample {inp.sample} has no records; check the calling step "
+            "produced calls"
+        )
+    if vcf.sample_name != inp.sample:
+        log.warning(
+            "%s: the VCF names its sample %s, the sheet %s", inp.vcf, vcf.sample_name, inp.sample
+        )
+    if inp.gvcf is None:
+        blocks = pa.concat_tables([vcf.called_blocks, vcf.ref_blocks])
+    else:
+        g = vcf if Path(inp.gvcf) == Path(inp.vcf) else parse_vcf(Path(inp.gvcf), "gVCF")
+        if g.ref_blocks.num_rows + g.allref_blocks.num_rows == 0:
+            raise CohortflowError(
+                f"{inp.gvcf}: gVCF has no called reference blocks; check it is a gVCF (bcftools "
+                "call -g or GATK -ERC GVCF) or leave it out"
+            )
+        blocks = pa.concat_tables([vcf.called_blocks, g.ref_blocks, g.allref_blocks])
+    qc = read_qc_json(Path(inp.qc_json), inp.sample) if inp.qc_json is not None else None
+    return SampleData(inp=inp, calls=vcf.calls, blocks=blocks, qc=qc)
+
+
+@dataclass
+class _Spilled:
+    """One sample of the batch, read and checked; its columns wait in the batch's spill files
+    (record batches [first, first + count) of each)."""
+
+    inp: SampleInput
+    qc: dict[str, Any] | None
+    spill: _Spill
+    calls_at: tuple[int, int]
+    blocks_at: tuple[int, int]
+
+    def table(self, which: str, contig: str | None = None) -> pa.Table:
+        table = self.spill.read(which, *(self.calls_at if which == "calls" else self.blocks_at))
+        if contig is not None:
+            table = table.filter(pc.equal(table.column("contig"), contig))
+        return table
+
+
+class _Spill:
+    """Two Arrow IPC files (calls, blocks) holding every sample of the batch, appended to in
+    pass 1 and read back sample by sample in pass 2."""
+
+    def __init__(self, folder: Path):
+        self.paths = {"calls": folder / "calls.arrow", "blocks": folder / "blocks.arrow"}
+        self.schemas = {"calls": CALLS_SCHEMA, "blocks": BLOCKS_SCHEMA}
+        self._sinks = {k: pa.OSFile(str(p), "wb") for k, p in self.paths.items()}
+        self._writers = {k: pa.ipc.new_file(self._sinks[k], self.schemas[k]) for k in self.paths}
+        self._counts = {k: 0 for k in self.paths}
+        self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
+
+    def append(self, which: str, table: pa.Table) -> tuple[int, int]:
+        batches = table.cast(self.schemas[which]).combine_chunks().to_batches()
+        for rb in batches:
+            self._writers[which].write_batch(rb)
+        first = self._counts[which]
+        self._counts[which] += len(batches)
+        return first, len(batches)
+
+    def finish(self) -> None:
+        for k in self.paths:
+            self._writers[k].close()
+            self._sinks[k].close()
+            # plain reads, not a memory map: mapped pages would count in the resident size
+            self._readers[k] = pa.ipc.open_file(pa.OSFile(str(self.paths[k]), "rb"))
+
+    def read(self, which: str, first: int, count: int) -> pa.Table:
+        reader = self._readers[which]
+        if count == 0:
+            return self.schemas[which].empty_table()
+        return pa.Table.from_batches([reader.get_batch(i) for i in range(first, first + count)])
+
+
+def _read_batch_inputs(
+    inputs: Sequence[SampleInput], spill: Path
+) -> tuple[list[_Spilled], pa.Table]:
+    """Pass 1: read every sample (all checked before the store is touched), keep its columns in
+    ``spill``; return them and the batch's distinct sites (contig, pos, variant_id)."""
+    spilled: list[_Spilled] = []
+    pending: list[pa.Table] = []
+    sites = pa.table(
+        {
+            "contig": pa.array([], pa.string()),
+            "pos": pa.array([], pa.int64()),
+            "variant_id": pa.array([], pa.string()),
+        }
+    )
+    keys = ["contig", "pos", "variant_id"]
+    files = _Spill(spill)
+    for inp in sorted(inputs, key=lambda x: x.sample):
+        data = read_sample(inp)
+        calls_at = files.append("calls", data.calls)
+        blocks_at = files.append("blocks", data.blocks)
+        spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at))
+        pending.append(data.calls.select(keys))
+        if sum(t.num_rows for t in pending) > 1 << 20:
+            sites = pa.concat_tables([sites, *pending]).group_by(keys).aggregate([])
+            pending = []
+    sites = pa.concat_tables([sites, *pending]).group_by(keys).aggregate([])
+    files.finish()
+    return spilled, sites
+
+
+def _contig_sites(sites: pa.Table) -> dict[str, Sites]:
+    """contig -> its Sites (sorted by pos, then variant_id)."""
+    out: dict[str, Sites] = {}
+    if sites.num_rows == 0:
+        return out
+    sites = _sort(sites, ["contig", "pos", "variant_id"])
+    contig_col = sites.column("contig")
+    for contig in pc.unique(contig_col).to_pylist():
+        part = sites.filter(pc.equal(contig_col, contig))
+        out[contig] = Sites(
+            part.column("pos").to_numpy(), part.column("variant_id").combine_chunks()
+        )
+    return out
+
+
+def _annotation_rows(sample: str, batch: str, calls: pa.Table) -> pa.Table:
+    """One annotations row per call of one sample (annotated or not: every stored allele keeps
+    a row, so that replace_annotations can give any of them its new annotation)."""
+    n = calls.num_rows
+    columns: dict[str, Any] = {
+        "sample": _repeat(sample, n),
+        "batch": _repeat(batch, n),
+        "variant_id": calls.column("variant_id"),
+        "pos": calls.column("pos"),
+    }
+    for name, _, _ in ANNOTATION_COLUMNS:
+        columns[name] = calls.column(name)
+    return _sort(pa.table(columns, schema=ANNOTATIONS_SCHEMA), ["pos", "variant_id"])
+
+
+def _blocks_by_sample(path: Path) -> Iterator[tuple[str, pa.Table]]:
+    """(sample, its rows) of a ref_blocks file written sample by sample, streaming it."""
+    current: str | None = None
+    parts: list[pa.Table] = []
+    for rb in pq.ParquetFile(path).iter_batches(batch_size=1 << 18):
+        t = pa.Table.from_batches([rb]).select(REF_BLOCKS_SCHEMA.names).cast(REF_BLOCKS_SCHEMA)
+        names = t.column("sample").to_numpy(zero_copy_only=False)
+        bounds = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if names[lo] != current and current is not None:
+                yield current, pa.concat_tables(parts)
+                parts = []
+            current = str(names[lo])
+            parts.append(t.slice(lo, hi - lo))
+    if current is not None:
+        yield current, pa.concat_tables(parts)
+
+
+def _iter_old_samples(
+    store: Path, old_samples: Sequence[tuple[str, str]]
+) -> Iterator[tuple[str, str, pa.Table]]:
+    """(sample, batch, ref_blocks rows) of every stored sample in (batch, sample) order, one
+    sample in memory at a time; a sample without blocks gets an empty table."""
+    by_batch: dict[str, list[str]] = {}
+    for sample, batch in old_samples:
+        by_batch.setdefault(batch, []).append(sample)
+    empty = REF_BLOCKS_SCHEMA.empty_table()
+    for batch in sorted(by_batch):
+        path = store / "ref_blocks" / f"{batch}.parquet"
+        groups = _blocks_by_sample(path) if path.is_file() else iter(())
+        nxt = next(groups, None)
+        for name in sorted(by_batch[batch]):
+            while nxt is not None and nxt[0] < name:
+                nxt = next(groups, None)
+            if nxt is not None and nxt[0] == name:
+                yield name, batch, nxt[1]
+                nxt = next(groups, None)
+            else:
+                yield name, batch, empty
+
+
 def _append(
     store: Path,
     batch: str,
-    datas: Sequence[SampleData],
+    spilled: Sequence[_Spilled],
+    batch_sites: pa.Table,
     committed: Mapping[str, Mapping[str, Any]],
     metadata: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """Write the batch's files (new samples at all sites, earlier samples at new sites)."""
+    """Pass 2: write the batch's files (its samples at all sites of the store, earlier samples
+    at the sites new with the batch), then rebuild the cohort-wide tables."""
     meta = _file_metadata
-    con = open_store(store)
+    con = _internal_connection(store)
     try:
         old_sites = _fetch(con, "SELECT DISTINCT contig, pos, variant_id FROM genotypes")
-        old_samples = _fetch(con, "SELECT sample, batch FROM samples ORDER BY sample").to_pylist()
+        old_samples = [
+            (r["sample"], r["batch"])
+            for r in _fetch(con, "SELECT sample, batch FROM samples ORDER BY sample").to_pylist()
+        ]
     finally:
         con.close()
-    batch_sites = _sites_of(datas)
-    old_ids = set(old_sites.column("variant_id").to_pylist())
-    new_sites = batch_sites.filter(
-        pa.array(
-            [v not in old_ids for v in batch_sites.column("variant_id").to_pylist()], pa.bool_()
-        )
+    old_sites = old_sites.cast(batch_sites.schema)
+    is_new = pc.invert(
+        pc.is_in(batch_sites.column("variant_id"), value_set=old_sites.column("variant_id"))
     )
-    all_sites = pa.concat_tables([old_sites.cast(new_sites.schema), new_sites])
-
-    new_blocks = pa.concat_tables([blocks_table(d.inp.sample, batch, d.blocks) for d in datas])
-    calls = {d.inp.sample: {c.variant_id: c for c in d.calls} for d in datas}
-    new_pairs = [(d.inp.sample, batch) for d in datas]
-    genotypes = _genotypes_for(new_pairs, _by_contig(all_sites), calls, new_blocks)
-
-    fill = _empty_table("genotypes")
-    if old_samples and new_sites.num_rows:
-        contigs = sorted(set(new_sites.column("contig").to_pylist()))
-        con = open_store(store)
-        try:
-            listed = ", ".join("'" + c.replace("'", "''") + "'" for c in contigs)
-            old_blocks = (
-                _fetch(con, f"SELECT * FROM ref_blocks WHERE contig IN ({listed})")
-                .select(REF_BLOCKS_SCHEMA.names)
-                .cast(REF_BLOCKS_SCHEMA)
-            )
-        finally:
-            con.close()
-        pairs = [(r["sample"], r["batch"]) for r in old_samples]
-        fill = _genotypes_for(pairs, _by_contig(new_sites), {}, old_blocks)
+    new_sites = batch_sites.filter(is_new)
+    all_sites = _contig_sites(pa.concat_tables([old_sites, new_sites]))
+    new_by_contig = _contig_sites(new_sites)
 
     written: list[Path] = []
-    written += _write_partitioned(
-        store / "genotypes", batch, genotypes, GENOTYPES_SCHEMA, meta("genotypes", metadata)
-    )
-    written += _write_partitioned(
-        store / "genotypes",
-        batch + FILL_SUFFIX,
-        fill,
-        GENOTYPES_SCHEMA,
-        meta("genotypes", metadata),
-    )
-    written += _write_partitioned(
-        store / "annotations",
-        batch,
-        _annotation_rows(batch, datas),
-        ANNOTATIONS_SCHEMA,
-        meta("annotations", metadata),
-    )
-    written += _write_batch_table(
-        store,
-        "ref_blocks",
-        batch,
-        new_blocks,
+    blocks_out = _BufferedWriter(
+        store / "ref_blocks" / f"{batch}.parquet",
+        REF_BLOCKS_SCHEMA,
         meta("ref_blocks", metadata),
-        ["contig", "sample", "start1", "end1", "source"],
+        1 << 20,
     )
+    try:
+        for item in spilled:
+            blocks_out.write(blocks_table(item.inp.sample, batch, item.table("blocks")))
+    finally:
+        if blocks_out.close(ok=sys.exc_info()[0] is None):
+            written.append(blocks_out.path)
+
+    n_genotypes = 0
+    for contig, sites in all_sites.items():
+        gt_out = _BufferedWriter(
+            _partition_dir(store / "genotypes", contig) / f"{batch}.parquet",
+            GENOTYPES_WRITE_SCHEMA,
+            meta("genotypes", metadata),
+            GENOTYPE_ROW_GROUP,
+        )
+        ann_out = _BufferedWriter(
+            _partition_dir(store / "annotations", contig) / f"{batch}.parquet",
+            ANNOTATIONS_SCHEMA,
+            meta("annotations", metadata),
+            GENOTYPE_ROW_GROUP,
+        )
+        ok = False
+        counts = _Counts(contig, sites)
+        try:
+            for item in spilled:
+                calls = item.table("calls", contig)
+                blocks = item.table("blocks", contig)
+                rows, alt, ploidy = _sample_genotypes(item.inp.sample, batch, sites, calls, blocks)
+                gt_out.write(rows)
+                counts.add(item.inp.sample, alt, ploidy)
+                ann_out.write(_annotation_rows(item.inp.sample, batch, calls))
+            ok = True
+        finally:
+            for out in (gt_out, ann_out):
+                if out.close(ok):
+                    written.append(out.path)
+        if gt_out.written:
+            written += _write_counts(store, contig, batch, counts, metadata)
+        n_genotypes += gt_out.written
+
+    n_fill = 0
+    if old_samples and new_by_contig:
+        fills = {
+            contig: _BufferedWriter(
+                _partition_dir(store / "genotypes", contig) / f"{batch}{FILL_SUFFIX}.parquet",
+                GENOTYPES_WRITE_SCHEMA,
+                meta("genotypes", metadata),
+                GENOTYPE_ROW_GROUP,
+            )
+            for contig in new_by_contig
+        }
+        ok = False
+        empty_calls = CALLS_SCHEMA.empty_table()
+        fill_counts = {contig: _Counts(contig, sites) for contig, sites in new_by_contig.items()}
+        try:
+            for sample, old_batch, blocks in _iter_old_samples(store, old_samples):
+                contig_col = blocks.column("contig")
+                for contig, sites in new_by_contig.items():
+                    mine = blocks.filter(pc.equal(contig_col, contig)).select(BLOCKS_SCHEMA.names)
+                    rows, alt, ploidy = _sample_genotypes(
+                        sample, old_batch, sites, empty_calls, mine
+                    )
+                    fills[contig].write(rows)
+                    fill_counts[contig].add(sample, alt, ploidy)
+            ok = True
+        finally:
+            for out in fills.values():
+                if out.close(ok):
+                    written.append(out.path)
+                n_fill += out.written
+        for contig, out in fills.items():
+            if out.written:
+                stem = batch + FILL_SUFFIX
+                written += _write_counts(store, contig, stem, fill_counts[contig], metadata)
+
     samples = pa.table(
         {
-            "sample": [d.inp.sample for d in datas],
-            "sex": [d.inp.sex for d in datas],
-            "batch": [batch] * len(datas),
-            "coverage_source": ["gvcf" if d.inp.gvcf is not None else "vcf_records" for d in datas],
+            "sample": [s.inp.sample for s in spilled],
+            "sex": [s.inp.sex for s in spilled],
+            "batch": [batch] * len(spilled),
+            "coverage_source": [
+                "gvcf" if s.inp.gvcf is not None else "vcf_records" for s in spilled
+            ],
         },
         schema=SAMPLES_SCHEMA,
     )
     written += _write_batch_table(
         store, "samples", batch, samples, meta("samples", metadata), ["sample"]
     )
-    qc_rows = [dict(d.qc, batch=batch) for d in datas if d.qc is not None]
+    qc_rows = [dict(s.qc, batch=batch) for s in spilled if s.qc is not None]
     written += _write_batch_table(
         store,
-        "sample_qc",
+        "qc_metrics",
         batch,
-        pa.Table.from_pylist(qc_rows, schema=SAMPLE_QC_SCHEMA),
-        meta("sample_qc", metadata),
+        pa.Table.from_pylist(qc_rows, schema=QC_METRICS_SCHEMA),
+        meta("qc_metrics", metadata),
         ["sample"],
     )
-    merged = _merged_metadata(committed, metadata)
-    n_sites = _rebuild_variants(store, meta("variants", merged))
+    merged = _merged_metadata(store, committed, metadata)
+    n_sites = _rebuild_cohort_tables(store, merged)
     return {
         "batch": batch,
-        "samples_added": [d.inp.sample for d in datas],
+        "samples_added": [s.inp.sample for s in spilled],
         "sites_new": new_sites.num_rows,
         "sites_total": n_sites,
-        "genotype_rows": genotypes.num_rows,
-        "fill_rows": fill.num_rows,
+        "genotype_rows": n_genotypes,
+        "fill_rows": n_fill,
         "files_written": len(written),
     }
+
+
+# --------------------------------------------------------------------------- re-annotation
+
+ANNOTATION_RECORD = "_annotations.json"
+# Columns that come from the knowledge base: cleared for alleles the new release does not have.
+_KB_COLUMNS = frozenset(
+    name for name, _, _ in ANNOTATION_COLUMNS if name.startswith("clinvar_") or name == "pop_af"
+)
+
+
+def read_annotation_record(store: Path) -> dict[str, Any] | None:
+    """The last :func:`replace_annotations` record of ``store`` (kb_release, batches), or None."""
+    path = Path(store) / ANNOTATION_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise CohortflowError(
+            f"{path}: re-annotation record is not valid JSON; run the re-annotation again"
+        ) from None
+    return record if isinstance(record, dict) else None
+
+
+def _checked_annotations(annotations: pa.Table) -> pa.Table:
+    """``annotations`` reduced to variant_id + the store's annotation columns, typed.
+
+    Columns the store does not know are ignored; missing annotation columns are all-null.
+    """
+    if "variant_id" not in annotations.column_names:
+        raise CohortflowError(
+            "replace_annotations: the annotations table has no variant_id column; "
+            "give one row per variant_id"
+        )
+    vids = annotations.column("variant_id")
+    if vids.null_count:
+        raise CohortflowError("replace_annotations: the annotations table has null variant_ids")
+    if pc.count_distinct(vids).as_py() != annotations.num_rows:
+        counts = pc.value_counts(vids).to_pylist()
+        dup = sorted(c["values"] for c in counts if c["counts"] > 1)
+        raise CohortflowError(
+            f"replace_annotations: variant_id {dup[0]} appears {len(dup)} time(s) more than once "
+            "in the annotations table; give one row per variant_id"
+        )
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {"variant_id": vids.cast(pa.string())}
+    for name, _, typ in ANNOTATION_COLUMNS:
+        if name in annotations.column_names:
+            try:
+                columns[name] = annotations.column(name).cast(typ)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise CohortflowError(
+                    f"replace_annotations: column {name} cannot be read as {typ} ({exc})"
+                ) from None
+        else:
+            columns[name] = pa.nulls(annotations.num_rows, typ)
+    return pa.table(columns)
+
+
+def _reannotated(data: pa.Table, new: pa.Table) -> tuple[pa.Table, int, int]:
+    """``data`` (an annotations file) with its annotation columns taken from ``new``.
+
+    Rows whose variant_id is in ``new`` get all of its annotation columns; other rows keep
+    gene, consequence and protein_change and get nulls in the clinvar_* and pop_af columns.
+    Out: (the new table, rows matched, rows cleared).
+    """
+    idx = pc.index_in(data.column("variant_id"), value_set=new.column("variant_id"))
+    missing = pc.is_null(idx)
+    for name, _, _ in ANNOTATION_COLUMNS:
+        taken = new.column(name).take(idx)
+        if name not in _KB_COLUMNS:
+            taken = pc.if_else(missing, data.column(name), taken)
+        data = data.set_column(data.column_names.index(name), name, taken)
+    n_missing = pc.sum(missing.cast(pa.int64())).as_py() or 0
+    return data, data.num_rows - n_missing, n_missing
+
+
+def replace_annotations(store: Path, annotations: pa.Table, kb_release: str) -> dict:
+    """Give every stored allele the annotation of a new knowledge-base release.
+
+    In: the store; ``annotations`` with one row per variant_id and any of the columns gene,
+    consequence, protein_change, clinvar_significance, clinvar_review_stars,
+    clinvar_review_status, clinvar_condition, clinvar_variation_id, clinvar_gene, pop_af
+    (nulls allowed; a missing column counts as all-null); the release name.
+    Stored alleles listed in ``annotations`` take all of its columns; the others keep their gene,
+    consequence and protein_change and get nulls in clinvar_* and pop_af. The ``annotations/``
+    files are rewritten, the ``variants/`` table is rebuilt, and both carry
+    ``kb_release`` in their metadata; genotype files are not touched. A run stopped half-way
+    leaves mixed annotations: run it again.
+    Out: {"kb_release", "variants_total", "variants_annotated" (stored and listed),
+    "variants_cleared" (stored, not listed), "annotations_not_in_store", "files_rewritten"}.
+    """
+    store = Path(store)
+    if not kb_release:
+        raise CohortflowError("replace_annotations: give the knowledge-base release name")
+    new = _checked_annotations(annotations)
+    with _store_lock(store):
+        committed = committed_batches(store)
+        if not committed:
+            raise CohortflowError(f"{store}: no batch in this cohort store; aggregate one first")
+        _remove_uncommitted(store, committed)
+        files = table_files(store, "annotations")
+        for path in files:
+            data = pq.read_table(path, partitioning=None)
+            meta = {k: v for k, v in (data.schema.metadata or {}).items() if k != b"ARROW:schema"}
+            meta[b"kb_release"] = kb_release.encode()
+            data, _, _ = _reannotated(data, new)
+            _write_parquet(data, path, meta)
+        record = {"kb_release": kb_release, "batches": sorted(committed)}
+        with atomic_output(store / ANNOTATION_RECORD) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        merged = _merged_metadata(store, committed, None)
+        _rebuild_variants(store, _file_metadata("variants", merged))
+        con = open_store(store)
+        try:
+            stored = _fetch(con, "SELECT DISTINCT variant_id FROM variants").column("variant_id")
+        finally:
+            con.close()
+    listed = pc.is_in(stored, value_set=new.column("variant_id"))
+    n_listed = pc.sum(listed.cast(pa.int64())).as_py() or 0
+    summary = {
+        "kb_release": kb_release,
+        "variants_total": len(stored),
+        "variants_annotated": n_listed,
+        "variants_cleared": len(stored) - n_listed,
+        "annotations_not_in_store": new.num_rows - n_listed,
+        "files_rewritten": len(files) + len(table_files(store, "variants")),
+    }
+    log.info("re-annotated %s with %s: %s", store, kb_release, summary)
+    return summary

@@ -39,8 +39,6 @@ class Case:
     xfail: str = ""  # the fix still owed by another module; strict: passing flips the test
 
 
-STORE_FIX = "store.py keeps records on contigs the VCF header does not declare (fix in report)"
-
 CASES = [
     # -- bio2zarr: VCF edge cases
     Case("bio2zarr/empty.vcf", "unit-vcf", "has no records"),
@@ -111,7 +109,6 @@ CASES = [
         "derived_from_real/vcf_contig_not_in_reference.vcf.gz",
         "aggregate",
         "chrUn_bogus",
-        xfail=STORE_FIX,
     ),
     Case(
         "derived_from_real/vcf_duplicate_sample_names.vcf",
@@ -133,7 +130,6 @@ CASES = [
         "derived_from_real/vcf_no_contig_header_lines.vcf.gz",
         "aggregate",
         "does not declare",
-        xfail=STORE_FIX,
     ),
     Case("derived_from_real/vcf_unsorted.vcf", "unit-vcf", "not sorted (record chr20:"),
     Case("derived_from_real/vcf_unsorted.vcf", "aggregate", "the file is not sorted"),
@@ -158,7 +154,7 @@ CASES = [
     Case("mip_bad_fastq/ADM1059A2.fastq.gz", "unit-fastq", "are the files swapped"),
     # -- Nucleus parser tests
     Case("nucleus/header_format_mixed_order.vcf", "unit-vcf", "that the header does not declare"),
-    Case("nucleus/header_format_mixed_order.vcf", "aggregate", "does not declare", xfail=STORE_FIX),
+    Case("nucleus/header_format_mixed_order.vcf", "aggregate", "does not declare"),
     Case("nucleus/headerless.sam", "unit-bam", "not a BAM or CRAM file"),
     Case("nucleus/malformed.bed", "targets", "line 4: fewer than 3 tab-separated columns"),
     Case("nucleus/malformed.fasta", "reference", "cannot be indexed as FASTA"),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 from math import factorial
+from pathlib import Path
 
 import pytest
+from test_store import make_inputs
 
 from cohortflow.stats import hwe_exact, is_transition, ti_tv_ratio, variant_class
+from cohortflow.store import aggregate, query
 
 
 def exact_het_probs(n: int, n_a: int) -> dict[int, Fraction]:
@@ -81,3 +84,46 @@ def test_titv_and_classes() -> None:
     assert variant_class("A", "AT") == "indel" and variant_class("AT", "A") == "indel"
     assert variant_class("AT", "GC") == "MNV"
     assert ti_tv_ratio(4, 2) == 2.0 and ti_tv_ratio(3, 0) is None
+
+
+def test_sample_qc_genotype_statistics_by_hand(tmp_path: Path) -> None:
+    """sample_qc of the hand-made samples A, B, C (tests/unit/test_store.py), counted by hand.
+
+    Sites: chr1-100-A-G, chr1-200-C-G, chr1-200-C-T, chr1-300-T-C, chr1-400-G-T, chrX-50-G-A.
+    A: het 100, 200-G, 200-T (1/2 split), ref blocks at 300 and 400, hemizygous alt on chrX.
+    B: ref block 100, het 200-T, own record covers 200-G, hom-alt 300, block 400, depth-0
+    block on chrX (no-call). C (no gVCF): explicit 0/0 at 100, het 400, no-call elsewhere.
+    """
+    inputs = make_inputs(tmp_path)
+    store = tmp_path / "store"
+    aggregate(store, "b1", [inputs[s] for s in "ABC"])
+    got = {r["sample"]: r for r in query(store, "SELECT * FROM sample_qc").to_pylist()}
+    assert sorted(got) == ["A", "B", "C"]
+    want = {
+        # n_called, n_no_call, hom_ref, het, hom_alt, hemi, n_variants, ti, tv, singletons
+        "A": (6, 0, 2, 3, 0, 1, 4, 3, 1, 3),
+        "B": (5, 1, 3, 1, 1, 0, 2, 2, 0, 0),
+        "C": (2, 4, 1, 1, 0, 0, 1, 0, 1, 1),
+    }
+    cols = (
+        "n_called",
+        "n_no_call",
+        "n_hom_ref",
+        "n_het",
+        "n_hom_alt",
+        "n_hemi_alt",
+        "n_variants",
+        "n_transitions",
+        "n_transversions",
+        "n_singletons",
+    )
+    for sample, values in want.items():
+        assert tuple(got[sample][c] for c in cols) == values, sample
+        assert got[sample]["n_sites"] == 6
+    assert got["A"]["missingness"] == 0.0
+    assert got["B"]["missingness"] == pytest.approx(1 / 6)
+    assert got["C"]["missingness"] == pytest.approx(4 / 6)
+    assert (got["A"]["ti_tv"], got["B"]["ti_tv"], got["C"]["ti_tv"]) == (3.0, None, 0.0)
+    assert (got["A"]["het_hom_ratio"], got["B"]["het_hom_ratio"]) == (None, 1.0)
+    assert (got["A"]["sex"], got["A"]["batch"], got["A"]["total_reads"]) == ("male", "b1", None)
+    assert got["A"]["n_snv"] == 4 and got["A"]["n_indel"] == 0

@@ -284,7 +284,7 @@ def test_second_batch_with_haploid_block_and_fill(
 
 
 def _batch_files(store: Path) -> list[Path]:
-    tables = ("samples", "sample_qc", "ref_blocks", "genotypes", "annotations")
+    tables = ("samples", "qc_metrics", "ref_blocks", "genotypes", "annotations")
     return [p for t in tables for p in table_files(store, t)]
 
 
@@ -303,7 +303,8 @@ def test_batches_one_by_one_equal_all_at_once(
     aggregate(steps, "s1", [inputs["C"]])
     aggregate(steps, "s2", [inputs["A"]])
     aggregate(steps, "s3", [inputs["D"], inputs["B"]])
-    for table in ("variants", "genotypes", "ref_blocks", "annotations", "samples"):
+    tables = ("variants", "genotypes", "ref_blocks", "annotations", "samples", "sample_qc")
+    for table in (*tables, "kinship"):
         assert _sorted_rows(once, table, ("batch",)) == _sorted_rows(steps, table, ("batch",)), (
             table
         )
@@ -381,8 +382,10 @@ def test_metadata_in_every_file_and_readers(tmp_path: Path, inputs: dict[str, Sa
     with pytest.raises(CohortflowError, match="reference build"):
         aggregate(store, "b3", [inputs["D"]], metadata={"reference_build": "GRCh37"})
 
-    qc_rows = query(store, "SELECT * FROM sample_qc").to_pylist()
-    assert len(qc_rows) == 1
+    qc_rows = query(store, "SELECT * FROM sample_qc ORDER BY sample").to_pylist()
+    # one row per sample; alignment QC only where a QC JSON came with the sample
+    assert [r["sample"] for r in qc_rows] == ["A", "B", "C"]
+    assert qc_rows[1]["total_reads"] is None and qc_rows[1]["qc_pass"] is None
     assert qc_rows[0]["total_reads"] == 1000 and qc_rows[0]["duplicate_fraction"] is None
     assert qc_rows[0]["qc_fail_reasons"] == ["low coverage"] and qc_rows[0]["qc_pass"] is False
     assert "extra_metric" not in qc_rows[0]
