@@ -585,12 +585,7 @@ def _clinvar_rows(
             norm = normalizer(contig, int(pos_text), ref, alt)
             if norm is None:
                 continue
-            n_contig, pos1, n_ref, n_alt = norm
-            cols["variant_id"].append(variant_id(n_contig, pos1, n_ref, n_alt))
-            cols["contig"].append(n_contig)
-            cols["pos"].append(pos1)
-            cols["ref"].append(n_ref)
-            cols["alt"].append(n_alt)
+            _append_allele(cols, norm)
             cols["clnsig"].append(clnsig)
             cols["clnrevstat"].append(clnrevstat)
             cols["stars"].append(review_stars(clnrevstat))
@@ -705,12 +700,7 @@ def _population_rows(
             if af is None:
                 normalizer.skipped["no_af"] += 1
                 continue
-            n_contig, pos1, n_ref, n_alt = norm
-            cols["variant_id"].append(variant_id(n_contig, pos1, n_ref, n_alt))
-            cols["contig"].append(n_contig)
-            cols["pos"].append(pos1)
-            cols["ref"].append(n_ref)
-            cols["alt"].append(n_alt)
+            _append_allele(cols, norm)
             cols["af"].append(af)
             cols["ac"].append(ac)
             cols["an"].append(an)
@@ -911,3 +901,13 @@ def load_kb(kb_dir: Path) -> KnowledgeBase:
     except (OSError, pa.ArrowInvalid) as exc:
         raise CohortflowError(f"{kb_dir}: cannot read KB table ({exc}); rebuild the KB") from None
     return KnowledgeBase(kb_dir, manifest, clinvar, population)
+
+
+def _append_allele(cols: dict[str, list[Any]], norm: tuple[str, int, str, str]) -> None:
+    """Append a normalized allele (contig, pos1, ref, alt) to the key columns of a KB table."""
+    contig, pos1, ref, alt = norm
+    cols["variant_id"].append(variant_id(contig, pos1, ref, alt))
+    cols["contig"].append(contig)
+    cols["pos"].append(pos1)
+    cols["ref"].append(ref)
+    cols["alt"].append(alt)
