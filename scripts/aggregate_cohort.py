@@ -16,8 +16,6 @@ with rule_logging(sm.log[0]):
         sm.params.config_sha256,
         calls_vcf=Path(sm.params.samples[0]["vcf"]),
     )
-    # The store's files are cohort-wide: a command line naming one sample's files stays out.
-    metadata.pop("caller_command", None)
     aggregate(
         store=Path(sm.params.store),
         batch=sm.params.batch,

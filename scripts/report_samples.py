@@ -20,7 +20,6 @@ with rule_logging(sm.log[0]):
             sm.params.caller,
             sm.params.config_sha256,
             calls_vcf=Path(sm.params.first_vcf),
-            with_command=False,  # it names one sample's files
         ),
         run_dates={s: d for s, d in sm.params.run_dates.items() if d},
         kb_dir=Path(sm.input.kb),

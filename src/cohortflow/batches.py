@@ -10,6 +10,7 @@ one Snakemake invocation per value of the sheet's ``batch`` column (rows without
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,16 @@ from cohortflow.atomic import atomic_output
 from cohortflow.sheets import Sample, read_tsv
 
 BATCH_DIR = Path(".cohortflow") / "batches"
+
+
+def part_name(batch: str, k: int) -> str:
+    """The store batch name of part ``k`` (1-based) of a sheet batch cut into parts."""
+    return f"{batch}.p{k}"
+
+
+def belongs_to(stored: str, batch: str) -> bool:
+    """True when the store batch ``stored`` is ``batch`` itself or one of its parts."""
+    return stored == batch or re.fullmatch(re.escape(batch) + r"\.p\d+", stored) is not None
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,7 @@ def plan_batches(samples: Sequence[Sample], default_batch: str, max_samples: int
             runs.append(BatchRun(name, tuple(members)))
             continue
         for k, start in enumerate(range(0, len(members), max_samples), start=1):
-            runs.append(BatchRun(f"{name}.p{k}", tuple(members[start : start + max_samples])))
+            runs.append(BatchRun(part_name(name, k), tuple(members[start : start + max_samples])))
     return runs
 
 

@@ -522,6 +522,7 @@ def store_problems(store: Path, batch: str, samples: Sequence[str], replace: boo
     already committed under this run's name with other samples is a problem too; the same
     batch with the same samples is a resumed or repeated run and passes.
     """
+    from cohortflow.batches import belongs_to
     from cohortflow.store import committed_batches
 
     try:
@@ -530,11 +531,8 @@ def store_problems(store: Path, batch: str, samples: Sequence[str], replace: boo
         return [str(exc)]
     problems = []
 
-    def same_batch(name: str) -> bool:
-        # `cohortflow run` stores a large batch X as parts X.p1, X.p2, ...
-        return name == batch or re.fullmatch(re.escape(batch) + r"\.p\d+", name) is not None
-
-    family = [name for name in committed if same_batch(name)]
+    # `cohortflow run` stores a large batch as parts (cohortflow.batches)
+    family = [name for name in committed if belongs_to(name, batch)]
     if family:
         stored = sorted({s for name in family for s in committed[name].get("samples") or []})
         # the batch under its own name must hold exactly these samples (a repeated run);
@@ -550,7 +548,7 @@ def store_problems(store: Path, batch: str, samples: Sequence[str], replace: boo
     owner = {
         s: name
         for name, record in sorted(committed.items())
-        if not same_batch(name)
+        if not belongs_to(name, batch)
         for s in record.get("samples") or []
     }
     clashes = [s for s in samples if s in owner]

@@ -40,13 +40,13 @@ def run_provenance(
     caller: str,
     config_sum: str,
     calls_vcf: Path | None = None,
-    with_command: bool = True,
 ) -> dict[str, str]:
     """Key-value provenance written into store metadata and reports.
 
-    The caller's version and command line are read from ``calls_vcf`` (the
-    ``##cohortflow_caller*`` header lines that calling writes) when it is given and has them.
-    The command line names that sample's files: per-sample reports pass ``with_command=False``.
+    The caller and its version are read from ``calls_vcf`` (the ``##cohortflow_caller*``
+    header lines that calling writes) when it is given and has them. Its command line is not
+    taken: it names that one sample's files, and this provenance goes into cohort-wide store
+    files and into every sample's report.
     """
     out = {
         "cohortflow_version": __version__,
@@ -64,8 +64,6 @@ def run_provenance(
         if recorded.get("caller_version"):
             out["caller"] = recorded.get("caller", caller)
             out["caller_version"] = recorded["caller_version"]
-        if with_command and recorded.get("command"):
-            out["caller_command"] = recorded["command"]
     return out
 
 
