@@ -10,7 +10,8 @@ VCF of 200,000 variants, about 40% of them KB alleles. Then, per repeat, it time
 - ``cohortflow annotate IN --kb KB_DIR --reference FA -o OUT`` (the CLI, as a subprocess;
   includes Python start-up, KB loading, splitting/left-alignment, the join, writing and index),
 
-checks both match the same number of variants, and prints both wall times and the ratio.
+checks both match the same number of variants, and prints wall and CPU (user + sys) times of
+both (best, median, max over the interleaved repeats), the load average, and the ratios.
 The KB folder (``cohortflow kb build``) and KB.vcf.gz + .tbi are built once, untimed for both.
 
 Usage: .venv/bin/python bench/bench_annotate.py [--variants 200000] [--kb-records 120000]
@@ -20,6 +21,8 @@ Usage: .venv/bin/python bench/bench_annotate.py [--variants 200000] [--kb-record
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -214,10 +217,22 @@ def count_annotated(vcf: Path) -> int:
     return n
 
 
-def timed(cmd: list[str | Path]) -> float:
+def timed(cmd: list[str | Path]) -> tuple[float, float]:
+    """Wall and CPU (user + sys of the child and its threads) seconds of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([str(c) for c in cmd], check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def summary(label: str, values: list[float]) -> str:
+    return (
+        f"{label} best {min(values):.2f} s  (median {statistics.median(values):.2f}, "
+        f"max {max(values):.2f})"
+    )
 
 
 def main() -> int:
@@ -261,22 +276,29 @@ def main() -> int:
         "-o",
         ours_out,
     ]
-    peer_t, ours_t = [], []
-    for _ in range(args.repeats):
-        peer_t.append(timed(peer_cmd) + timed(index_cmd))
-        ours_t.append(timed(ours_cmd))
+    load_before = os.getloadavg()[0]
+    peer_t, ours_t, peer_cpu, ours_cpu = [], [], [], []
+    for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
+        (w1, c1), (w2, c2) = timed(peer_cmd), timed(index_cmd)
+        peer_t.append(w1 + w2)
+        peer_cpu.append(c1 + c2)
+        wall, cpu = timed(ours_cmd)
+        ours_t.append(wall)
+        ours_cpu.append(cpu)
     n_peer, n_ours = count_annotated(peer_out), count_annotated(ours_out)
     print(f"input: {args.variants} variants, KB {args.kb_records} records, {args.repeats} repeats")
+    print(f"load average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")
     print(f"matched: bcftools annotate {n_peer}, cohortflow {n_ours}")
+    print(summary("bcftools annotate + index: wall", peer_t))
+    print(summary("cohortflow annotate:       wall", ours_t))
+    print(summary("bcftools annotate + index: cpu ", peer_cpu))
+    print(summary("cohortflow annotate:       cpu ", ours_cpu))
+    print(f"ratio cohortflow / bcftools (best of each): {min(ours_t) / min(peer_t):.2f}x wall")
     print(
-        f"bcftools annotate + index: best {min(peer_t):.2f} s  "
-        f"(median {statistics.median(peer_t):.2f}, max {max(peer_t):.2f})"
+        f"ratio cohortflow / bcftools (median of each): "
+        f"{statistics.median(ours_t) / statistics.median(peer_t):.2f}x wall, "
+        f"{statistics.median(ours_cpu) / statistics.median(peer_cpu):.2f}x cpu"
     )
-    print(
-        f"cohortflow annotate:       best {min(ours_t):.2f} s  "
-        f"(median {statistics.median(ours_t):.2f}, max {max(ours_t):.2f})"
-    )
-    print(f"ratio cohortflow / bcftools (best of each): {min(ours_t) / min(peer_t):.2f}x")
     return 0 if n_peer == n_ours else 1
 
 

@@ -21,13 +21,14 @@ import logging
 import re
 import struct
 import tempfile
+import types
 import zlib
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,19 @@ from cohortflow.errors import CohortflowError
 from cohortflow.kb import KnowledgeBase, load_kb, percent_decode
 from cohortflow.normalize import normalize_allele
 from cohortflow.tools import bcftools
+
+_gzip: types.ModuleType
+_deflate: types.ModuleType
+try:  # ISA-L: deflate ~8x faster than zlib level 6 (output ~25% larger; any level is BGZF),
+    # inflate ~2.5x faster than the gzip module
+    from isal import igzip, isal_zlib
+
+    _gzip, _deflate, _DEFLATE_LEVEL = igzip, isal_zlib, 2
+    _isal_error = cast(type[BaseException], isal_zlib.error)
+    _READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, _isal_error)
+except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps annotate working
+    _gzip, _deflate, _DEFLATE_LEVEL = gzip, zlib, 6
+    _READ_ERRORS = (OSError, EOFError, zlib.error)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +83,22 @@ FINDINGS_COLUMNS = (
     "clnrevstat",
 )
 TRANSCRIPT = "TRANSCRIPT"  # INFO: transcript of the most severe csq consequence
+
+# The KB columns annotation reads: the allele key (for re-keying) and the annotated values.
+_KB_COLUMNS = (
+    "variant_id",
+    "contig",
+    "pos",
+    "ref",
+    "alt",
+    "clnsig",
+    "clnrevstat",
+    "stars",
+    "clndn",
+    "variation_id",
+    "gene",
+    "af",
+)
 
 _INFO_DEFS = (
     (vcfinfo.CLNSIG, "String", "ClinVar clinical significance (CLNSIG), percent-encoded"),
@@ -132,6 +162,8 @@ _CSQ_RANK = {term: i for i, term in enumerate(_CSQ_ORDER)}
 
 _ESCAPES = {"%": "%25", ";": "%3B", "=": "%3D", ",": "%2C", "\t": "%09", "\n": "%0A", "\r": "%0D"}
 _ESCAPE_RE = re.compile("[%;=,\t\n\r]")
+_NEEDS_ESCAPE = np.zeros(256, bool)  # byte -> changed by escape_info_value
+_NEEDS_ESCAPE[[ord(c) for c in "%;=,\t\n\r "]] = True
 
 
 # --------------------------------------------------------------------------- small pure parts
@@ -493,12 +525,25 @@ def _gff_on_reference(gff3: Path, ref_lengths: dict[str, int], reference: Path, 
 # per-record work (REF check, normalization test, join, INFO text) runs in vectorized kernels;
 # only alleles that need moving (and the csq / findings rows) go through Python one by one.
 
-_BLOCK_BYTES = 32 << 20  # uncompressed VCF text per block
+_BLOCK_BYTES = 2 << 20  # uncompressed VCF text per block (small: buffers are reused, hot in cache)
 _FIXED = ("CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
 
 
 class _NeedsGeneralPath(Exception):
     """Raised by the fast path when the input holds multiallelic records."""
+
+
+@dataclass(frozen=True)
+class _Contigs:
+    """The contig column of a block, dictionary-encoded once: distinct names, code per row."""
+
+    names: list[str]
+    codes: np.ndarray
+
+    @staticmethod
+    def of(chrom: pa.Array) -> _Contigs:
+        enc = pc.dictionary_encode(chrom)
+        return _Contigs(enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False))
 
 
 @dataclass
@@ -532,13 +577,12 @@ class _KbText:
         enc = pc.dictionary_encode(self.table.column("contig").combine_chunks())
         return enc.indices.to_numpy(zero_copy_only=False), self.table.column("pos").to_numpy()
 
-    def match(self, chrom: pa.Array, pos: np.ndarray, vid: pa.Array) -> pa.Array:
+    def match(self, contigs: _Contigs, pos: np.ndarray, vid: pa.Array) -> pa.Array:
         """KB row index per record (null when absent), joining only the KB rows that lie in
         the position range of the block on each of its contigs."""
-        enc = pc.dictionary_encode(chrom)
-        codes = enc.indices.to_numpy(zero_copy_only=False)
+        codes = contigs.codes
         starts: list[np.ndarray] = []
-        for k, name in enumerate(enc.dictionary.to_pylist()):
+        for k, name in enumerate(contigs.names):
             lo, hi = self.ranges.get(name, (0, 0))
             if lo == hi:
                 continue
@@ -560,21 +604,34 @@ class _KbText:
         valid = idx.is_valid().to_numpy(zero_copy_only=False)
         if not valid.any():
             return pa.array([""] * len(idx), pa.string())
-        hit = self.table.take(idx.drop_null())
+        hit = self.table.select(list(dict.fromkeys(c for _, c, _ in self.pairs)))
+        hit = hit.take(idx.drop_null())
         parts = []
         for key, col, esc in self.pairs:
-            values = hit.column(col).combine_chunks()
+            values = _one_chunk(hit.column(col))
             values = values if values.type == pa.string() else pc.cast(values, pa.string())
             parts.append((key, _escape_array(values) if esc else values))
-        text = _info_items(parts)
-        where = np.cumsum(valid) - 1
-        return pc.fill_null(text.take(pa.array(where, pa.int64(), mask=~valid)), "")
+        # one '' after the matched rows' texts, for the unmatched records to point at
+        text = pa.concat_arrays([_info_items(parts), pa.nulls(1, pa.string()).fill_null("")])
+        where = np.where(valid, np.cumsum(valid) - 1, len(text) - 1)
+        return text.take(pa.array(where))
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array (without a copy when it has a single chunk)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _escape_array(values: pa.Array) -> pa.Array:
     """Vectorized :func:`escape_info_value` (nulls stay null). Each distinct value is escaped
     once (review statuses and significances repeat across thousands of rows)."""
-    if not pc.any(pc.match_substring_regex(values, "[%;=,\t\n\r ]")).as_py():
+    if len(values) == 0:
+        return values
+    if values.type == pa.string() and values.null_count == 0:
+        data, offsets = _string_bytes(values)
+        if not _NEEDS_ESCAPE[data[offsets[0] : offsets[-1]]].any():
+            return values
+    elif not pc.any(pc.match_substring_regex(values, "[%;=,\t\n\r ]")).as_py():
         return values
     enc = pc.dictionary_encode(values)
     out = enc.dictionary
@@ -586,14 +643,20 @@ def _escape_array(values: pa.Array) -> pa.Array:
 
 
 def _info_items(pairs: list[tuple[str, pa.Array]]) -> pa.Array:
-    """';KEY=value' for every non-null value, concatenated per row ('' when all are null)."""
-    parts = [
-        pc.fill_null(pc.binary_join_element_wise(pa.scalar(f";{key}="), values, ""), "")
-        for key, values in pairs
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return pc.binary_join_element_wise(*parts, "")
+    """';KEY=value' for every non-null value, concatenated per row ('' when all are null).
+
+    Columns without nulls (the usual case) go into one concatenation as they are; a column
+    with nulls is turned into its items first, '' where null."""
+    pieces: list[pa.Array | pa.Scalar] = []
+    for key, values in pairs:
+        if values.null_count == 0:
+            pieces += [pa.scalar(f";{key}="), values]
+        else:
+            joined = pc.binary_join_element_wise(pa.scalar(f";{key}="), values, "")
+            pieces.append(pc.fill_null(joined, ""))
+    if len(pieces) == 1:
+        return pieces[0]
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def _clinvar_text(lookup: _Lookup) -> _KbText | None:
@@ -616,47 +679,83 @@ def _population_text(lookup: _Lookup) -> _KbText | None:
     return _KbText(lookup.table, [(vcfinfo.POP_AF, "af", False)])
 
 
-class _BgzfWriter:
-    """Writes BGZF (blocked gzip, as bgzip/htslib) with blocks compressed on two threads.
+def _bgzf_block(data: bytes | memoryview) -> bytes:
+    """One BGZF block (gzip member with the 'BC' extra field, mtime 0) holding ``data``
+    (at most 64 KiB); deflate level :data:`_DEFLATE_LEVEL` of :data:`_deflate`."""
+    body = _deflate.compress(data, _DEFLATE_LEVEL, wbits=-15)
+    header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+    tail = struct.pack("<II", _deflate.crc32(data), len(data))
+    return header + struct.pack("<H", len(body) + 25) + body + tail
 
-    zlib releases the GIL, so blocks compress in parallel; the output is byte-identical
-    whatever the thread count (each block is compressed on its own, level 6, mtime 0).
+
+def _bgzf_pieces(pieces: list[bytes | memoryview]) -> tuple[bytes, list[int]]:
+    """One BGZF block per piece (each at most 0xFF00 bytes): out the blocks concatenated and
+    the compressed size of each."""
+    blocks = [_bgzf_block(piece) for piece in pieces]
+    return b"".join(blocks), [len(b) for b in blocks]
+
+
+def _bgzf_blocks(data: bytes) -> tuple[bytes, list[int]]:
+    """``data`` cut into 0xFF00-byte pieces (as htslib), each one BGZF block: out the blocks
+    concatenated and the compressed size of each."""
+    step = _BgzfWriter.BLOCK
+    return _bgzf_pieces([data[i : i + step] for i in range(0, len(data), step)])
+
+
+class _BgzfWriter:
+    """Writes BGZF (blocked gzip, as bgzip/htslib) while the caller goes on with other work.
+
+    Each ``write`` hands whole 0xFF00-byte pieces to a worker thread (ISA-L / zlib release the
+    GIL), so compression overlaps the annotation of the next block of records; compressed runs
+    are written in order. Every piece is compressed on its own, so the output is the same
+    bytes whatever the timing. Pieces are views of the caller's buffer (no copy) except the
+    one that joins the end of a write to the start of the next.
     """
 
-    _BLOCK = 0xFF00  # input bytes per block, as htslib
-    _EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+    BLOCK = 0xFF00  # input bytes per block, as htslib
+    EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+    _AHEAD = 4  # compressed runs in flight before write() waits for the oldest one
 
     def __init__(self, path: Path) -> None:
         self._fh = open(path, "wb")  # noqa: SIM115
-        self._buf = bytearray()
-        self._pool = ThreadPoolExecutor(max_workers=2)
+        self._tail = bytearray()  # the bytes after the last whole piece, < BLOCK
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: deque[Future[tuple[bytes, list[int]]]] = deque()
+        self.block_sizes: list[int] = []  # compressed bytes of each block written, in order
 
-    @staticmethod
-    def _compress(data: bytes) -> bytes:
-        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-        body = comp.compress(data) + comp.flush()
-        size = len(body) + 25
-        header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
-        tail = struct.pack("<II", zlib.crc32(data), len(data))
-        return header + struct.pack("<H", size) + body + tail
+    def write(self, data: bytes | memoryview) -> None:
+        """Queue ``data``; it must not change until the writer is closed."""
+        view = memoryview(data)
+        pieces: list[bytes | memoryview] = []
+        at = 0
+        if self._tail:
+            at = min(self.BLOCK - len(self._tail), len(view))
+            self._tail += view[:at]
+            if len(self._tail) < self.BLOCK:
+                return
+            pieces.append(bytes(self._tail))
+        whole = at + (len(view) - at) // self.BLOCK * self.BLOCK
+        pieces += [view[i : i + self.BLOCK] for i in range(at, whole, self.BLOCK)]
+        self._tail = bytearray(view[whole:])
+        self._submit(pieces, final=False)
 
-    def write(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) >= 64 * self._BLOCK:
-            self._flush(final=False)
-
-    def _flush(self, final: bool) -> None:
-        n = len(self._buf) if final else len(self._buf) - len(self._buf) % self._BLOCK
-        pieces = [bytes(self._buf[i : i + self._BLOCK]) for i in range(0, n, self._BLOCK)]
-        del self._buf[:n]
-        for block in self._pool.map(self._compress, pieces):
-            self._fh.write(block)
+    def _submit(self, pieces: list[bytes | memoryview], final: bool) -> None:
+        if pieces:
+            self._pending.append(self._pool.submit(_bgzf_pieces, pieces))
+        while self._pending and (
+            final or self._pending[0].done() or len(self._pending) > self._AHEAD
+        ):
+            blocks, sizes = self._pending.popleft().result()
+            self._fh.write(blocks)
+            self.block_sizes += sizes
 
     def close(self) -> None:
-        self._flush(final=True)
-        self._fh.write(self._EOF)
-        self._fh.close()
-        self._pool.shutdown()
+        try:
+            self._submit([bytes(self._tail)] if self._tail else [], final=True)
+            self._fh.write(self.EOF)
+        finally:
+            self._fh.close()
+            self._pool.shutdown()
 
     def __enter__(self) -> _BgzfWriter:
         return self
@@ -666,7 +765,175 @@ class _BgzfWriter:
             self.close()
         else:
             self._fh.close()
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- tabix index
+# The .tbi of the output is built from what the engine knows about every line it writes (contig,
+# POS, REF length, line length) and the compressed size of every BGZF block, the way htslib's
+# tbx_index/hts_idx_push/hts_idx_finish build it, instead of decompressing and re-parsing the
+# output. Records that htslib would read differently (INFO/END, a POS written with a leading
+# zero or sign, unsorted output, positions beyond 2^29) make the caller use pysam.tabix_index.
+
+_TBI_SHIFT = 14  # 16 kb bins and linear-index windows (tabix's min_shift)
+_TBI_MAX_END = 1 << 29  # the TBI binning scheme covers [0, 2^29)
+_TBI_LEVELS = ((4681, 14), (585, 17), (73, 20), (9, 23), (1, 26))  # first bin, shift; deepest first
+_TBI_N_BINS = 37449  # bins 0..37448; htslib's pseudo-bin holds offsets and counts per contig
+_TBI_META_BIN = 37450
+_TBI_MERGE_SPAN = 0x10000  # a bin spanning fewer compressed bytes is merged into its parent
+
+
+@dataclass
+class _TbiRecords:
+    """What the index needs of every record written, gathered block by block: contig number
+    (first-seen order), 0-based start, exclusive end, line length in bytes (with newline)."""
+
+    names: list[str] = field(default_factory=list)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    usable: bool = True
+
+    def add(
+        self,
+        chrom: pa.Array,
+        contigs: _Contigs,
+        pos_text: pa.Array,
+        pos: np.ndarray,
+        ref: pa.Array,
+        info: pa.Array,
+        lines: pa.Array,
+    ) -> None:
+        """Note one block of records: CHROM, POS, REF as written, ``info`` the INFO column of
+        the input (the fields annotate adds are percent-encoded: never an END key), ``lines``
+        the written lines with their newlines."""
+        if not self.usable or len(lines) == 0:
+            return
+        p_first, _, _ = _first_last_len(pos_text)
+        c_first, _, c_len = _first_last_len(chrom)
+        _, _, ref_len = _first_last_len(ref)
+        if (
+            np.any((p_first < ord("1")) | (p_first > ord("9")))  # htslib: strtoll base 0
+            or np.any((c_first == ord("#")) | (c_len == 0))  # '#': a comment line to tabix
+            or np.any(ref_len == 0)
+            or pc.any(pc.match_substring(info, "END=")).as_py()
+        ):
+            self.usable = False
+            return
+        number = {name: k for k, name in enumerate(self.names)}
+        local = [number.setdefault(n, len(number)) for n in contigs.names]
+        self.names = list(number)
+        tid = np.asarray(local, np.int64)[contigs.codes]
+        beg0 = pos.astype(np.int64) - 1
+        _, offsets = _string_bytes(lines)
+        self.parts.append((tid, beg0, beg0 + ref_len, np.diff(offsets).astype(np.int64)))
+
+
+def _tbi_bins(beg0: np.ndarray, end0: np.ndarray) -> np.ndarray:
+    """htslib hts_reg2bin for TBI (min_shift 14, 5 levels): the smallest bin holding each
+    [beg0, end0) interval (0-based, end exclusive)."""
+    last = end0 - 1
+    out = np.zeros(len(beg0), np.int64)
+    todo = np.ones(len(beg0), bool)
+    for first, shift in _TBI_LEVELS:
+        here = todo & ((beg0 >> shift) == (last >> shift))
+        out[here] = first + (beg0[here] >> shift)
+        todo &= ~here
+    return out
+
+
+def _tbi_compress_bins(bins: dict[int, list[tuple[int, int]]]) -> None:
+    """htslib compress_binning: merge bins spanning < 64 KiB of compressed file into their
+    parent (deepest level first), then merge chunks that touch the same BGZF block."""
+    for level, (first, _) in zip(range(5, 0, -1), _TBI_LEVELS, strict=True):
+        for b in sorted(bins):
+            if b < first or b >= _TBI_N_BINS or b not in bins:
+                continue
+            chunks = bins[b]
+            if level < 5:
+                chunks.sort()
+            parent = (b - 1) >> 3
+            if (chunks[-1][1] >> 16) - (chunks[0][0] >> 16) < _TBI_MERGE_SPAN and parent in bins:
+                bins[parent].extend(chunks)
+                del bins[b]
+    for b, chunks in bins.items():
+        if b >= _TBI_N_BINS:
+            continue
+        chunks.sort()
+        merged = [chunks[0]]
+        for u, v in chunks[1:]:
+            if merged[-1][1] >> 16 >= u >> 16:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], v))
+            else:
+                merged.append((u, v))
+        bins[b] = merged
+
+
+def _tbi_index(records: _TbiRecords, header_bytes: int, block_sizes: list[int]) -> bytes | None:
+    """The uncompressed .tbi of a BGZF VCF whose blocks hold ``BLOCK`` bytes each (the last
+    fewer) and have the compressed ``block_sizes``; None when htslib's own indexer is needed."""
+    if not records.usable or not records.parts:
+        return None
+    tid, beg0, end0, line_bytes = (np.concatenate(c) for c in zip(*records.parts, strict=True))
+    first_rec = np.r_[True, tid[1:] != tid[:-1]]
+    if (
+        np.any(np.diff(tid) < 0)
+        or np.any(np.diff(beg0)[~first_rec[1:]] < 0)
+        or beg0.min() < 0
+        or end0.max() > _TBI_MAX_END
+    ):
+        return None
+    step = _BgzfWriter.BLOCK
+    start_u = header_bytes + np.r_[0, np.cumsum(line_bytes)[:-1]]
+    total_u = int(start_u[-1] + line_bytes[-1])
+    if -(-total_u // step) != len(block_sizes):
+        raise RuntimeError("BGZF block sizes do not match the text written")  # a bug, not input
+    block_at = np.r_[0, np.cumsum(block_sizes, dtype=np.int64)]
+
+    block, within = np.divmod(start_u, step)
+    starts = (block_at[block] << 16) | within  # virtual offset of each line
+    # a line ends where the next starts; the last one at the block after the last (bgzf_tell)
+    ends = np.r_[starts[1:], block_at[-1] << 16]
+    bins = _tbi_bins(beg0, end0)
+    new_chunk = np.flatnonzero(first_rec | np.r_[True, bins[1:] != bins[:-1]])
+    chunk_end = np.r_[new_chunk[1:], len(tid)] - 1
+    contig_first = np.flatnonzero(first_rec)
+    contig_last = np.r_[contig_first[1:], len(tid)] - 1
+    out = bytearray(b"TBI\x01")
+    names = b"".join(name.encode() + b"\x00" for name in records.names)
+    # VCF preset: format 2, sequence column 1, begin column 2, no end column, meta '#', skip 0
+    out += struct.pack("<8i", len(records.names), 2, 1, 2, 0, ord("#"), 0, len(names)) + names
+    for lo, hi in zip(contig_first.tolist(), contig_last.tolist(), strict=True):
+        table: dict[int, list[tuple[int, int]]] = {}
+        here = (new_chunk >= lo) & (new_chunk <= hi)
+        for c, last in zip(new_chunk[here].tolist(), chunk_end[here].tolist(), strict=True):
+            table.setdefault(int(bins[c]), []).append((int(starts[c]), int(ends[last])))
+        _tbi_compress_bins(table)
+        table[_TBI_META_BIN] = [(int(starts[lo]), int(ends[hi])), (int(hi - lo + 1), 0)]
+        out += struct.pack("<i", len(table))
+        for b in sorted(table):
+            out += struct.pack("<Ii", b, len(table[b]))
+            out += np.asarray(table[b], "<u8").tobytes()
+        out += _tbi_linear(beg0[lo : hi + 1], end0[lo : hi + 1], starts[lo : hi + 1])
+    return bytes(out + struct.pack("<Q", 0))
+
+
+def _tbi_linear(beg0: np.ndarray, end0: np.ndarray, starts: np.ndarray) -> bytes:
+    """The linear index of one contig: per 16 kb window the virtual offset of the first record
+    that overlaps it; a window no record overlaps gets the offset of the next window that has
+    one (as htslib writes it)."""
+    w_first, w_last = beg0 >> _TBI_SHIFT, (end0 - 1) >> _TBI_SHIFT
+    counts = w_last - w_first + 1
+    ends = np.cumsum(counts)
+    windows = (
+        np.repeat(w_first, counts) + np.arange(int(ends[-1])) - np.repeat(ends - counts, counts)
+    )
+    record = np.repeat(np.arange(len(beg0)), counts)
+    seen, first = np.unique(windows, return_index=True)
+    offsets = np.full(int(w_last.max()) + 1, -1, np.int64)
+    offsets[seen] = starts[record[first]]
+    # the last window is always overlapped, so every window has a next one with an offset
+    has = np.where(offsets >= 0, np.arange(len(offsets)), len(offsets))
+    offsets = offsets[np.minimum.accumulate(has[::-1])[::-1]]
+    return struct.pack("<i", len(offsets)) + offsets.astype("<u8").tobytes()
 
 
 def _string_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -681,6 +948,47 @@ def _string_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets
 
 
+_CHANGED_BY_UPPER = np.zeros(256, bool)  # lowercase ASCII, and any byte of a non-ASCII letter
+_CHANGED_BY_UPPER[ord("a") : ord("z") + 1] = True
+_CHANGED_BY_UPPER[128:] = True
+_ACGT = np.zeros(256, bool)
+_ACGT[list(b"ACGT")] = True
+
+
+def _upper(values: pa.Array) -> pa.Array:
+    """``pc.utf8_upper(values)``, or ``values`` itself when no byte would change (alleles
+    are almost always written in capitals already)."""
+    if values.null_count == 0 and values.type == pa.string():
+        data, offsets = _string_bytes(values)
+        if not _CHANGED_BY_UPPER[data[offsets[0] : offsets[-1]]].any():
+            return values
+    return pc.utf8_upper(values)
+
+
+def _only_acgt(values: pa.Array) -> np.ndarray:
+    """Per string: made of A, C, G and T only, at least one (the regex ``^[ACGT]+$``)."""
+    if values.null_count or values.type != pa.string():
+        return pc.match_substring_regex(values, "^[ACGT]+$").to_numpy(zero_copy_only=False)
+    data, offsets = _string_bytes(values)
+    other = np.r_[0, np.cumsum(~_ACGT[data[offsets[0] : offsets[-1]]])]
+    rel = offsets - offsets[0]
+    return (other[rel[1:]] == other[rel[:-1]]) & (rel[1:] > rel[:-1])
+
+
+def _span_mismatch(
+    seq: np.ndarray, start0: np.ndarray, data: np.ndarray, offsets: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """Which strings ``rows`` of a string array (``data``, ``offsets``) differ from the bytes
+    of ``seq`` at 0-based ``start0`` (one start per row, spans inside ``seq``); bool per row."""
+    lengths = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+    ends = np.cumsum(lengths)
+    within = np.arange(int(ends[-1])) - np.repeat(ends - lengths, lengths)
+    differs = (
+        seq[np.repeat(start0, lengths) + within] != data[np.repeat(offsets[rows], lengths) + within]
+    )
+    return np.add.reduceat(differs, ends - lengths) > 0
+
+
 def _first_last_len(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First byte, last byte and length of every (non-empty) string of ``arr``."""
     data, offsets = _string_bytes(arr)
@@ -693,20 +1001,21 @@ def _first_last_len(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, last, lengths
 
 
-def _joined_bytes(lines: pa.Array | pa.ChunkedArray) -> bytes:
-    """The concatenated values of a string array (each already ends in a newline)."""
+def _joined_bytes(lines: pa.Array | pa.ChunkedArray) -> bytes | memoryview:
+    """The concatenated values of a string array (each already ends in a newline); a view of
+    the array's data when it is one chunk."""
     chunks = lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]
     out = []
     for chunk in chunks:
         data, offsets = _string_bytes(chunk)
-        out.append(data[offsets[0] : offsets[-1]].tobytes())
-    return b"".join(out)
+        out.append(data[offsets[0] : offsets[-1]])
+    return out[0].data if len(out) == 1 else b"".join(o.tobytes() for o in out)
 
 
 def _open_vcf_bytes(path: Path) -> BinaryIO:
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
+    return _gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
 
 
 def _is_text_vcf(path: Path) -> bool:
@@ -714,20 +1023,25 @@ def _is_text_vcf(path: Path) -> bool:
     try:
         with _open_vcf_bytes(path) as fh:
             return fh.read(1) == b"#"
-    except (OSError, EOFError, zlib.error):
+    except _READ_ERRORS:
         return False
 
 
 def _read_header(fh: BinaryIO, path: Path) -> list[str]:
     """Header lines (without newlines) up to and including '#CHROM'."""
     lines: list[str] = []
-    for raw in fh:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        lines.append(line)
-        if line.startswith("#CHROM"):
-            return lines
-        if not line.startswith("##"):
-            break
+    try:
+        for raw in fh:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            lines.append(line)
+            if line.startswith("#CHROM"):
+                return lines
+            if not line.startswith("##"):
+                break
+    except _READ_ERRORS as exc:
+        raise CohortflowError(
+            f"{path}: cannot read as VCF ({exc}); the file is truncated or corrupt"
+        ) from None
     raise CohortflowError(f"{path}: no '#CHROM' header line; this is not a VCF file, give a VCF")
 
 
@@ -746,7 +1060,7 @@ def _blocks(fh: BinaryIO, path: Path) -> Iterator[bytes]:
                 continue
             rest = chunk[cut:]
             yield chunk[:cut]
-    except (OSError, EOFError, zlib.error) as exc:
+    except _READ_ERRORS as exc:
         raise CohortflowError(
             f"{path}: cannot read as VCF ({exc}); the file is truncated or corrupt"
         ) from None
@@ -794,6 +1108,9 @@ class _Engine:
     needs_sort: bool = False
     findings: list[pa.Table] = field(default_factory=list)
     row_base: int = 0
+    tbi: _TbiRecords = field(default_factory=_TbiRecords)
+    # bytes of header text and compressed size of every BGZF block of the output, once written
+    layout: tuple[int, list[int]] = (0, [])
 
     # -- contigs and REF ----------------------------------------------------------------------
 
@@ -826,15 +1143,13 @@ class _Engine:
         return pa.DictionaryArray.from_arrays(enc.indices, pa.array(targets)).cast(pa.string())
 
     def check_ref(
-        self, chrom: pa.Array, pos: np.ndarray, ref: pa.Array
+        self, contigs: _Contigs, pos: np.ndarray, ref: pa.Array
     ) -> dict[str, tuple[int, str]]:
         """Raise when a REF differs from the reference; out: per contig the fetched span."""
         first, _, lengths = _first_last_len(ref)
-        codes = pc.dictionary_encode(chrom)
-        names = codes.dictionary.to_pylist()
-        idx = codes.indices.to_numpy(zero_copy_only=False)
+        names, idx = contigs.names, contigs.codes
         spans: dict[str, tuple[int, str]] = {}
-        refs: list[str] | None = None
+        ref_bytes: tuple[np.ndarray, np.ndarray] | None = None
         for k, name in enumerate(names):
             rows = np.flatnonzero(idx == k)
             start0 = int(pos[rows].min()) - 1
@@ -854,12 +1169,15 @@ class _Engine:
             single = rows[lengths[rows] == 1]
             bad = single[seq_b[pos[single] - 1 - base0] != first[single]]
             longer = rows[lengths[rows] > 1]
-            if len(longer) and refs is None:
-                refs = ref.to_pylist()
-            for i in longer:
-                p0 = int(pos[i]) - 1 - base0
-                if seq[p0 : p0 + int(lengths[i])] != refs[i]:  # type: ignore[index]
-                    bad = np.append(bad, i)
+            if len(longer):
+                if ref_bytes is None:
+                    ref_bytes = _string_bytes(ref)
+                bad = np.concatenate(
+                    [
+                        bad,
+                        longer[_span_mismatch(seq_b, pos[longer] - 1 - base0, *ref_bytes, longer)],
+                    ]
+                )
             if len(bad):
                 i = int(np.min(bad))
                 r = ref[i].as_py()
@@ -873,25 +1191,25 @@ class _Engine:
 
     # -- one block ------------------------------------------------------------------------------
 
-    def block(self, tbl: pa.Table) -> bytes:
+    def block(self, tbl: pa.Table) -> bytes | memoryview:
         """Annotate one block of records; out: the VCF text of the block."""
         n = tbl.num_rows
         self.records += n
-        cols = {name: tbl.column(i).combine_chunks() for i, name in enumerate(tbl.column_names)}
+        cols = {name: _one_chunk(tbl.column(i)) for i, name in enumerate(tbl.column_names)}
         try:
             pos = pc.cast(cols["POS"], pa.int64()).to_numpy()
         except pa.ArrowInvalid:
             raise CohortflowError(
                 f"{self.source}: a POS value is not a whole number; the VCF is malformed"
             ) from None
-        alt = pc.utf8_upper(cols["ALT"])
+        alt = _upper(cols["ALT"])
         if self.fast and pc.any(pc.match_substring(alt, ",")).as_py():
             raise _NeedsGeneralPath
         chrom = self.contigs(cols["CHROM"], pos)
-        ref = pc.utf8_upper(cols["REF"])
-        self.check_ref(chrom, pos, ref)
-        alt_ok = pc.match_substring_regex(alt, "^[ACGT]+$").to_numpy(zero_copy_only=False)
-        ref_ok = pc.match_substring_regex(ref, "^[ACGT]+$").to_numpy(zero_copy_only=False)
+        ref = _upper(cols["REF"])
+        contigs = _Contigs.of(chrom)
+        self.check_ref(contigs, pos, ref)
+        alt_ok, ref_ok = _only_acgt(alt), _only_acgt(ref)
         same = pc.equal(ref, alt).to_numpy(zero_copy_only=False)
         self.skipped["alt_not_sequence"] += int(np.sum(~alt_ok))
         self.skipped["ref_not_acgt"] += int(np.sum(alt_ok & ~ref_ok))
@@ -899,14 +1217,14 @@ class _Engine:
         ok = alt_ok & ref_ok & ~same
         self.looked_up += int(ok.sum())
         chrom, pos, ref, alt, moved = self.normalize(chrom, pos, ref, alt, ok)
-        self.order(chrom, pos)
+        self.order(contigs, pos)
         pos_text = pc.cast(pa.array(pos), pa.string()) if moved else cols["POS"]
         vid = pc.if_else(
             pa.array(ok), pc.binary_join_element_wise(chrom, pos_text, ref, alt, "-"), None
         )
         vclass = _classes(ref, alt)
-        clin_idx = self.clin.match(chrom, pos, vid) if self.clin else None
-        pop_idx = self.pop.match(chrom, pos, vid) if self.pop else None
+        clin_idx = self.clin.match(contigs, pos, vid) if self.clin else None
+        pop_idx = self.pop.match(contigs, pos, vid) if self.pop else None
         for name, idx in (("clinvar", clin_idx), ("population", pop_idx)):
             if idx is None:
                 continue
@@ -922,8 +1240,11 @@ class _Engine:
         out_cols = [chrom, pos_text, cols["ID"], ref if moved else cols["REF"]]
         out_cols += [alt if moved else cols["ALT"], cols["QUAL"], cols["FILTER"], info]
         out_cols += [cols[name] for name in tbl.column_names[8:]]
+        # the newline goes onto the last column, the narrowest way to end every line with it
+        out_cols[-1] = pc.binary_join_element_wise(out_cols[-1], pa.scalar(""), "\n")
         lines = pc.binary_join_element_wise(*out_cols, "\t")
-        text = _joined_bytes(pc.binary_join_element_wise(lines, pa.scalar(""), "\n"))
+        text = _joined_bytes(lines)
+        self.tbi.add(chrom, contigs, pos_text, pos, out_cols[3], cols["INFO"], lines)
         self.collect_findings(cols, chrom, pos, ref, alt, vid, clin_idx, pop_idx, csq)
         self.row_base += n
         return text
@@ -956,11 +1277,9 @@ class _Engine:
             return chrom, pos, ref, alt, False
         return chrom, pos, pa.array(refs, pa.string()), pa.array(alts, pa.string()), True
 
-    def order(self, chrom: pa.Array, pos: np.ndarray) -> None:
+    def order(self, contigs: _Contigs, pos: np.ndarray) -> None:
         """Note when records are out of (contig, position) order, so the output gets sorted."""
-        enc = pc.dictionary_encode(chrom)
-        names = enc.dictionary.to_pylist()
-        local = enc.indices.to_numpy(zero_copy_only=False)
+        names, local = contigs.names, contigs.codes
         ranks = np.array([self.contig_rank.setdefault(n, len(self.contig_rank)) for n in names])
         # A contig that comes back after another one has a rank below its predecessor's.
         rank = ranks[local] if len(local) else np.zeros(0, np.int64)
@@ -1207,8 +1526,43 @@ def _header_lines(
     return "\n".join(out) + "\n"
 
 
-def _run_engine(text_vcf: Path, engine: _Engine, release: str | None, bgzf_out: Path) -> None:
-    """Read ``text_vcf`` block by block through ``engine``; write the annotated VCF (BGZF)."""
+class _BlockReader:
+    """The data lines of a VCF as tables of string columns, block by block.
+
+    Reading, decompressing and parsing (in C, mostly without the GIL) run on a worker thread
+    one block ahead of the consumer, from construction on: the first block is read while the
+    caller waits for the KB, each next one while the caller annotates the block before.
+    """
+
+    def __init__(self, fh: BinaryIO, names: list[str], path: Path) -> None:
+        self._blocks = _blocks(fh, path)
+        self._names, self._path = names, path
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._ahead = self._pool.submit(self._next)
+
+    def _next(self) -> pa.Table | None:
+        block = next(self._blocks, None)
+        return None if block is None else _parse_block(block, self._names, self._path)
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        while (table := self._ahead.result()) is not None:
+            self._ahead = self._pool.submit(self._next)
+            yield table
+
+    def close(self) -> None:
+        """Stop reading (waits for a read under way, so the file can be closed after)."""
+        self._ahead.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _run_engine(
+    text_vcf: Path, engine: _Engine, kb_ready: Callable[[_Engine], str | None], bgzf_out: Path
+) -> None:
+    """Read ``text_vcf`` block by block through ``engine``; write the annotated VCF (BGZF).
+
+    ``kb_ready`` gives ``engine`` its KB tables and returns the KB release; it is called once
+    the first block is being read, so that loading the KB and reading the VCF overlap.
+    """
     with _open_vcf_bytes(text_vcf) as fh, _BgzfWriter(bgzf_out) as out:
         header = _read_header(fh, engine.source)
         names = header[-1].lstrip("#").split("\t")
@@ -1217,9 +1571,38 @@ def _run_engine(text_vcf: Path, engine: _Engine, release: str | None, bgzf_out: 
                 f"{engine.source}: the #CHROM line does not name the 8 VCF columns; give a VCF"
             )
         engine.samples = names[9:]
-        out.write(_header_lines(header, engine.renames, release, engine.with_csq).encode())
-        for block in _blocks(fh, engine.source):
-            out.write(engine.block(_parse_block(block, names, engine.source)))
+        reader = _BlockReader(fh, names, engine.source)
+        try:
+            release = kb_ready(engine)
+            header_text = _header_lines(header, engine.renames, release, engine.with_csq).encode()
+            out.write(header_text)
+            for table in reader:
+                out.write(engine.block(table))
+        finally:
+            reader.close()  # before ``fh`` closes
+    engine.layout = (len(header_text), out.block_sizes)
+
+
+@dataclass
+class _KbTables:
+    """The KB as annotation uses it: manifest, lookups keyed on the reference, join tables."""
+
+    kb: KnowledgeBase
+    clin_lookup: _Lookup
+    pop_lookup: _Lookup
+    clin: _KbText | None
+    pop: _KbText | None
+
+
+def _load_kb_tables(kb_dir: Path, reference: Path, ref_lengths: dict[str, int]) -> _KbTables:
+    """Load the KB and key it on ``reference``; runs on a worker thread (own FASTA handle)."""
+    kb = load_kb(kb_dir, columns=list(_KB_COLUMNS))
+    with pysam.FastaFile(str(reference)) as fasta:
+        clin_lookup = _kb_lookup("clinvar", kb.clinvar, kb, reference, ref_lengths, fasta)
+        pop_lookup = _kb_lookup("population", kb.population, kb, reference, ref_lengths, fasta)
+    return _KbTables(
+        kb, clin_lookup, pop_lookup, _clinvar_text(clin_lookup), _population_text(pop_lookup)
+    )
 
 
 def _strip_needed(in_vcf: Path) -> list[str]:
@@ -1252,17 +1635,21 @@ def annotate_vcf(
     if not in_vcf.is_file():
         raise CohortflowError(f"{in_vcf}: VCF not found; check the path")
     ref_lengths = fasta_contig_lengths(reference)
-    kb = load_kb(kb_dir)
-    release = kb.manifest.get("clinvar_release")
     out_vcf.parent.mkdir(parents=True, exist_ok=True)
     with (
+        ThreadPoolExecutor(max_workers=1) as kb_loader,
         pysam.FastaFile(str(reference)) as fasta,
         tempfile.TemporaryDirectory(dir=out_vcf.parent, prefix=".tmp.annotate.") as tmp_text,
     ):
+        # the KB loads (Parquet decoding, mostly without the GIL) while the VCF is opened
+        loading = kb_loader.submit(_load_kb_tables, kb_dir, reference, ref_lengths)
+
+        def kb_ready(engine: _Engine) -> str | None:
+            tables = loading.result()
+            engine.clin, engine.pop = tables.clin, tables.pop
+            return tables.kb.manifest.get("clinvar_release")
+
         tmp = Path(tmp_text)
-        clin_lookup = _kb_lookup("clinvar", kb.clinvar, kb, reference, ref_lengths, fasta)
-        pop_lookup = _kb_lookup("population", kb.population, kb, reference, ref_lengths, fasta)
-        clin, pop = _clinvar_text(clin_lookup), _population_text(pop_lookup)
         renames = _sample_contigs(in_vcf, ref_lengths, reference)
         strip = _strip_needed(in_vcf)
         plain = tmp / "annotated.vcf.gz"
@@ -1275,13 +1662,13 @@ def annotate_vcf(
                 ref_lengths,
                 dict(names),
                 fast,
-                clin,
-                pop,
+                None,
+                None,
                 gff3 is not None,
                 [],
                 findings_tsv is not None,
             )
-            _run_engine(text_vcf, engine, release, plain)
+            _run_engine(text_vcf, engine, kb_ready, plain)
             return engine
 
         engine = None
@@ -1291,15 +1678,23 @@ def annotate_vcf(
             except _NeedsGeneralPath:
                 log.info("%s: multiallelic records; splitting them with bcftools norm", in_vcf)
         if engine is None:
+            loading.result()  # a KB problem is reported before the input is rewritten
             prepared = _prepare(in_vcf, reference, gff3, ref_lengths, renames, strip, tmp)
             engine = run(prepared, False, {})
             engine.renames = renames
-        with atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, _tmp_tbi):
+        tables = loading.result()
+        release = tables.kb.manifest.get("clinvar_release")
+        with atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, tmp_tbi):
+            index = None
             if engine.needs_sort:
                 bcftools(["sort", "-Oz", "-o", tmp_vcf, plain], f"sorting {out_vcf}")
             else:
                 plain.replace(tmp_vcf)
-            pysam.tabix_index(str(tmp_vcf), preset="vcf", force=True)
+                index = _tbi_index(engine.tbi, *engine.layout)
+            if index is None:
+                pysam.tabix_index(str(tmp_vcf), preset="vcf", force=True)
+            else:
+                tmp_tbi.write_bytes(_bgzf_blocks(index)[0] + _BgzfWriter.EOF)
         findings_text, n_findings = engine.findings_text()
     audit: dict[str, Any] = {
         "input": str(in_vcf),
@@ -1309,10 +1704,10 @@ def annotate_vcf(
         "alleles_looked_up": engine.looked_up,
         "skipped": {k: v for k, v in sorted(engine.skipped.items()) if v},
         "contig_renames": dict(sorted(engine.renames.items())),
-        "kb_normalized_here": clin_lookup.rekeyed,
-        "kb_ref_mismatch": clin_lookup.ref_mismatch,
+        "kb_normalized_here": tables.clin_lookup.rekeyed,
+        "kb_ref_mismatch": tables.clin_lookup.ref_mismatch,
         "clinvar": _audit_counts(engine, "clinvar"),
-        "population": _audit_counts(engine, "population") if pop is not None else None,
+        "population": _audit_counts(engine, "population") if tables.pop is not None else None,
         "with_consequence": engine.with_consequence if gff3 is not None else None,
         "findings": n_findings,
     }
