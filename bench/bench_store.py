@@ -9,8 +9,10 @@ coverage gaps where the sample is a no-call) under a temporary folder, then, in 
 2. cohortflow: ``cohortflow aggregate --store S --batch b1 GVCF...`` (a separate process);
 3. a region AF query on the store (``cohortflow.query.query``, in-process, best of 5).
 
-Prints wall time and peak memory (max RSS of the process tree) of each, their ratio, and checks
-that both give the same genotype rows (counts of 0/0, het, hom-alt and no-call per variant).
+Prints wall time, peak memory (max RSS of the largest process of the tree) and CPU time (user +
+sys of the whole tree, which a loaded machine disturbs less than wall time) of each, their
+ratios and the load average, and checks that both give the same genotype rows (counts of 0/0,
+het, hom-alt and no-call per variant).
 
 Usage: python bench/bench_store.py [--samples 1000] [--variants 50000] [--workdir DIR] [--keep]
 Needs bcftools on PATH (Debian package) for the peer; without it only cohortflow is timed.
@@ -123,8 +125,9 @@ def generate(workdir: Path, n_samples: int, n_variants: int, seed: int = 7) -> l
     return paths
 
 
-def _run(cmd: str, log: Path) -> tuple[float, float]:
-    """Run a shell command; (wall seconds, peak RSS in MiB of the process tree)."""
+def _run(cmd: str, log: Path) -> tuple[float, float, float]:
+    """Run a shell command; (wall seconds, peak RSS in MiB of the largest process of the tree,
+    CPU seconds user + sys of the whole tree)."""
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(["bash", "-c", "set -euo pipefail; " + cmd], stderr=fh)
@@ -132,7 +135,7 @@ def _run(cmd: str, log: Path) -> tuple[float, float]:
     wall = time.perf_counter() - start
     if status != 0:
         sys.exit(f"failed ({status}): {cmd}\n{log.read_text()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def _counts_from_query(path: Path) -> dict[tuple[int, str], tuple[int, int, int, int]]:
@@ -182,7 +185,10 @@ def main() -> None:
             f"> {out}"
         )
         peer = _run(cmd, work / "peer.log")
-        print(f"peer  bcftools merge -g | query: {peer[0]:7.1f} s  peak {peer[1]:7.0f} MiB")
+        print(
+            f"peer  bcftools merge -g | query: {peer[0]:7.1f} s  peak {peer[1]:7.0f} MiB  "
+            f"cpu {peer[2]:7.1f} s"
+        )
 
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
@@ -190,9 +196,14 @@ def main() -> None:
         f"{cohortflow} aggregate --store {store} --batch b1 $(cat {listing}) > /dev/null",
         work / "ours.log",
     )
-    print(f"cohortflow aggregate:            {ours[0]:7.1f} s  peak {ours[1]:7.0f} MiB")
+    print(
+        f"cohortflow aggregate:            {ours[0]:7.1f} s  peak {ours[1]:7.0f} MiB  "
+        f"cpu {ours[2]:7.1f} s"
+    )
     if peer:
         print(f"ratio cohortflow/bcftools wall:  {ours[0] / peer[0]:.2f}")
+        print(f"ratio cohortflow/bcftools cpu:   {ours[2] / peer[2]:.2f}")
+    print(f"load average after the runs:     {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     from cohortflow.query import query
 

@@ -7,36 +7,55 @@ For samples i and j, over the sites where both have a diploid call:
 N_het,het: sites where both are heterozygous; N_ibs0: sites where one is homozygous reference
 and the other homozygous alternate; N_het(i): sites where i is heterozygous (and j called).
 Expected values: 0.5 for duplicates (or monozygotic twins), 0.25 first degree (parent-child,
-full siblings), 0.125 second degree, 0 unrelated. The estimator is robust to population
-structure in the sense of KING: it uses no allele frequencies.
+full siblings), 0.125 second degree, 0.0625 third degree, 0 unrelated. The estimator is robust
+to population structure in the sense of KING: it uses no allele frequencies.
 
-Genotypes come in as an int8 matrix samples x sites with codes 0, 1, 2 (copies of the
-alternate allele) and -1 (no-call, or not diploid), or packed four to a byte
-(:func:`pack_codes`); the counts are accumulated chunk by chunk of sites with matrix
-products into four int32 samples x samples matrices, whatever the number of sites.
+Genotypes are 2-bit codes (0, 1, 2 copies of the alternate allele; 3 = no-call or not diploid),
+packed four to a byte (:func:`pack_codes`), samples x sites. They are read from a
+:class:`CodeSource`: :class:`PackedCodes` in memory, or :class:`CodeSpill`, a file on disk laid
+out in blocks of :data:`BLOCK_SITES` sites so that the codes of any tile of samples over one
+block are one contiguous read.
+
+Memory does not grow with the number of samples: :func:`king_pairs` takes the samples in tiles
+of :data:`TILE_SAMPLES` and, for each pair of tiles, accumulates the pair counts block by block
+of sites with float32 matrix products (tile x block x tile), so that the working set is a few
+tiles x one block whatever the cohort size. Only the pairs worth reporting are kept: kinship at
+or above :data:`REPORT_MIN_KINSHIP` = 2^-4.5 (0.0442, the boundary between third degree and
+unrelated in the KING manual). Every other pair is unrelated, or has too few heterozygous calls
+to say (then its kinship is below 2^-4.5 but not trusted); :class:`KinshipSummary` counts them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-# Boundaries between degrees: geometric midpoints of 1/2, 1/4, 1/8, 1/16 (KING manual).
+# Boundaries between degrees: geometric midpoints of 1/2, 1/4, 1/8, 1/16, 1/32 (KING manual).
 DUPLICATE_MIN = 2**-1.5  # 0.354
 FIRST_DEGREE_MIN = 2**-2.5  # 0.177
 SECOND_DEGREE_MIN = 2**-3.5  # 0.0884
+THIRD_DEGREE_MIN = 2**-4.5  # 0.0442
+# Pairs below this kinship are not stored: unrelated (or undetermined and not close to related).
+REPORT_MIN_KINSHIP = THIRD_DEGREE_MIN
 # Below this many heterozygous calls between the two samples the estimate is too noisy to
-# name a relationship: relationship is null.
+# name a relationship: relationship is null. With 20 hets the standard error of an unrelated
+# pair's estimate is still about 0.1 (one het-het site moves it by 0.05), the width of a degree.
 MIN_INFORMATIVE_HETS = 20
-# Sites per matrix product: about 4 M genotypes whatever the number of samples, so that the
-# temporaries stay the same size for 1,000 or 2,000 samples.
-CHUNK_GENOTYPES = 1 << 22
+# Samples per tile and sites per block: the four float32 indicator matrices of two tiles over
+# one block are 2 x 4 x 256 x 4096 x 4 bytes = 32 MiB, whatever the number of samples or sites.
+TILE_SAMPLES = 256
+BLOCK_SITES = 4096
+MISSING = 3  # 2-bit code of a no-call
 
 KINSHIP_SCHEMA = pa.schema(
     [
@@ -51,6 +70,16 @@ KINSHIP_SCHEMA = pa.schema(
         ("relationship", pa.string()),
     ]
 )
+_LABELS = np.array(["unrelated", "second_degree", "first_degree", "duplicate"])
+_BOUNDS = [SECOND_DEGREE_MIN, FIRST_DEGREE_MIN, DUPLICATE_MIN]
+
+# byte value -> its four 2-bit codes, and float32 indicators of each code class
+_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8)
+_BYTE_CODES = (np.arange(256, dtype=np.uint8)[:, None] >> _SHIFTS) & 3
+_HET = (_BYTE_CODES == 1).astype(np.float32)
+_HOM_REF = (_BYTE_CODES == 0).astype(np.float32)
+_HOM_ALT = (_BYTE_CODES == 2).astype(np.float32)
+_CALLED = (_BYTE_CODES != MISSING).astype(np.float32)
 
 
 def relationship(kinship: float | None) -> str | None:
@@ -68,130 +97,323 @@ def relationship(kinship: float | None) -> str | None:
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
     """Pack an int8 samples x sites matrix (0, 1, 2, -1) into 2 bits per genotype:
-    uint8 samples x ceil(sites / 4), missing as 3."""
+    uint8 samples x ceil(sites / 4), missing (and padding) as 3."""
     n, m = codes.shape
-    padded = np.full((n, -(-m // 4) * 4), 3, dtype=np.uint8)
-    padded[:, :m] = np.where(codes < 0, 3, codes).astype(np.uint8)
+    padded = np.full((n, -(-m // 4) * 4), MISSING, dtype=np.uint8)
+    padded[:, :m] = np.where(codes < 0, MISSING, codes).astype(np.uint8)
     quads = padded.reshape(n, -1, 4)
     return quads[:, :, 0] | (quads[:, :, 1] << 2) | (quads[:, :, 2] << 4) | (quads[:, :, 3] << 6)
 
 
 def unpack_codes(packed: np.ndarray, m: int) -> np.ndarray:
     """The int8 samples x ``m`` matrix (0, 1, 2, -1) of :func:`pack_codes` output."""
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)
-    codes = ((packed[:, :, None] >> shifts) & 3).reshape(packed.shape[0], -1)[:, :m]
+    codes = _BYTE_CODES[packed].reshape(packed.shape[0], -1)[:, :m]
     out = codes.astype(np.int8)
-    out[out == 3] = -1
+    out[out == MISSING] = -1
     return out
 
 
+class CodeSource(Protocol):
+    """Packed codes of ``n_samples`` x ``n_sites``, readable one tile x one block at a time."""
+
+    n_samples: int
+    n_sites: int
+    block_sites: int
+
+    def read_tile(self, lo: int, hi: int, block: int) -> np.ndarray:
+        """uint8 (hi - lo) x block_sites / 4: samples [lo, hi) over sites of block ``block``."""
+        ...
+
+
 @dataclass
-class KingCounts:
-    """Pairwise counts over the sites seen so far (n x n int32 matrices).
+class PackedCodes:
+    """A :class:`CodeSource` in memory: ``packed`` is uint8 samples x ceil(n_sites / 4)."""
 
-    het_het[i, j]: both het; ibs0[i, j]: opposite homozygotes; het_given[i, j]: i het where
-    j is called; n_sites[i, j]: both called.
-    """
-
-    n: int
-    het_het: np.ndarray = field(init=False)
-    ibs0: np.ndarray = field(init=False)
-    het_given: np.ndarray = field(init=False)
-    n_sites: np.ndarray = field(init=False)
+    packed: np.ndarray
+    n_sites: int
+    block_sites: int = BLOCK_SITES
+    n_samples: int = field(init=False)
 
     def __post_init__(self) -> None:
-        shape = (self.n, self.n)
-        self.het_het = np.zeros(shape, dtype=np.int32)
-        self.ibs0 = np.zeros(shape, dtype=np.int32)
-        self.het_given = np.zeros(shape, dtype=np.int32)
-        self.n_sites = np.zeros(shape, dtype=np.int32)
+        if self.block_sites % 4:
+            raise ValueError("block_sites must be a multiple of 4")
+        self.n_samples = int(self.packed.shape[0])
 
-    @property
-    def chunk(self) -> int:
-        """Sites per matrix product."""
-        return int(np.clip(CHUNK_GENOTYPES // max(self.n, 1), 256, 8192))
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, block_sites: int = BLOCK_SITES) -> PackedCodes:
+        """From an int8 samples x sites matrix (0, 1, 2; -1 = no-call)."""
+        return cls(pack_codes(codes), int(codes.shape[1]), block_sites)
 
-    def add(self, codes: np.ndarray) -> None:
-        """Add the sites of ``codes`` (int8, n samples x sites; 0/1/2 or -1)."""
-        if codes.shape[0] != self.n:
-            raise ValueError(f"expected {self.n} samples, got {codes.shape[0]}")
-        for start in range(0, codes.shape[1], self.chunk):
-            self._add_chunk(codes[:, start : start + self.chunk])
-
-    def add_packed(self, packed: np.ndarray, m: int) -> None:
-        """Add ``m`` sites given packed (:func:`pack_codes`), unpacking one chunk at a time."""
-        if packed.shape[0] != self.n:
-            raise ValueError(f"expected {self.n} samples, got {packed.shape[0]}")
-        step = self.chunk // 4 * 4
-        for start in range(0, m, step):
-            stop = min(m, start + step)
-            self._add_chunk(unpack_codes(packed[:, start // 4 : -(-stop // 4)], stop - start))
-
-    def _add_chunk(self, chunk: np.ndarray) -> None:
-        # float32 products of 0/1 matrices are exact below 2**24 sites per chunk
-        het = (chunk == 1).astype(np.float32)
-        hom_ref = (chunk == 0).astype(np.float32)
-        hom_alt = (chunk == 2).astype(np.float32)
-        called = (chunk >= 0).astype(np.float32)
-        self.het_het += (het @ het.T).astype(np.int32)
-        opposite = (hom_ref @ hom_alt.T).astype(np.int32)
-        self.ibs0 += opposite
-        self.ibs0 += opposite.T
-        del opposite
-        self.het_given += (het @ called.T).astype(np.int32)
-        self.n_sites += (called @ called.T).astype(np.int32)
-
-    def kinship(self) -> np.ndarray:
-        """KING-robust kinship matrix (NaN where the pair shares no heterozygous call)."""
-        denom = (self.het_given + self.het_given.T).astype(np.float64)
-        num = self.het_het - 2.0 * self.ibs0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(denom > 0, num / denom, np.nan)
+    def read_tile(self, lo: int, hi: int, block: int) -> np.ndarray:
+        width = self.block_sites // 4
+        part = self.packed[lo:hi, block * width : (block + 1) * width]
+        if part.shape[1] == width:
+            return part
+        out = np.full((hi - lo, width), 0xFF, dtype=np.uint8)
+        out[:, : part.shape[1]] = part
+        return out
 
 
-def kinship_table(samples: Sequence[str], counts: KingCounts) -> pa.Table:
-    """One row per pair (sample_a < sample_b) in KINSHIP_SCHEMA, sorted by sample_a, sample_b.
+class CodeSpill:
+    """Packed codes of ``n_samples`` x ``n_sites`` in a file on disk (a :class:`CodeSource`).
 
-    ``samples`` name the rows of ``counts`` and must be sorted and unique.
+    Layout: blocks of ``block_sites`` sites one after the other; inside a block, one row of
+    ``block_sites / 4`` bytes per sample. Reads and writes are plain ``pread``/``pwrite`` (no
+    memory map: mapped pages would count in the resident size). Every code starts as missing.
+    Use as a context manager, or call :meth:`close`.
     """
-    parts = list(kinship_rows(samples, counts))
-    return pa.concat_tables(parts) if parts else KINSHIP_SCHEMA.empty_table()
+
+    def __init__(
+        self, path: Path, n_samples: int, n_sites: int, block_sites: int = BLOCK_SITES
+    ) -> None:
+        if block_sites % 4:
+            raise ValueError("block_sites must be a multiple of 4")
+        self.path = Path(path)
+        self.n_samples = n_samples
+        self.n_sites = n_sites
+        self.block_sites = block_sites
+        self.width = block_sites // 4
+        self.n_blocks = -(-n_sites // block_sites)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fill = b"\xff" * (self.width * max(1, min(n_samples, 1024)))
+        total = self.n_blocks * n_samples * self.width
+        for start in range(0, total, len(fill)):
+            os.pwrite(self._fd, fill[: min(len(fill), total - start)], start)
+
+    def __enter__(self) -> CodeSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (it stays on disk; the caller owns its folder)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _offset(self, block: int, row: int) -> int:
+        return (block * self.n_samples + row) * self.width
+
+    def read_tile(self, lo: int, hi: int, block: int) -> np.ndarray:
+        size = (hi - lo) * self.width
+        data = os.pread(self._fd, size, self._offset(block, lo))
+        if len(data) != size:
+            raise RuntimeError(f"{self.path}: short read of block {block}")
+        return np.frombuffer(data, dtype=np.uint8).reshape(hi - lo, self.width)
+
+    def update(self, row: int, sites: np.ndarray, codes: np.ndarray) -> None:
+        """Set the codes (int8 0, 1, 2; -1 = no-call) of sample ``row`` at site indices
+        ``sites`` (0-based columns, any order); other sites keep their codes."""
+        if len(sites) == 0:
+            return
+        sites = np.asarray(sites, dtype=np.int64)
+        values = np.where(codes < 0, MISSING, codes).astype(np.uint8)
+        if (sites[1:] < sites[:-1]).any():  # genotype files come sorted; anything else works too
+            order = np.argsort(sites, kind="stable")
+            sites, values = sites[order], values[order]
+        blocks = sites // self.block_sites
+        cuts = [0, *(np.flatnonzero(blocks[1:] != blocks[:-1]) + 1).tolist(), len(sites)]
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            block = int(blocks[lo])
+            offset = self._offset(block, row)
+            old = np.frombuffer(os.pread(self._fd, self.width, offset), np.uint8)
+            flat = _BYTE_CODES[old].reshape(-1)
+            flat[sites[lo:hi] - block * self.block_sites] = values[lo:hi]
+            quads = flat.reshape(-1, 4)
+            packed = quads[:, 0] | (quads[:, 1] << 2) | (quads[:, 2] << 4) | (quads[:, 3] << 6)
+            os.pwrite(self._fd, packed.tobytes(), offset)
 
 
-def kinship_rows(
-    samples: Sequence[str], counts: KingCounts, block: int = 128
-) -> Iterator[pa.Table]:
-    """:func:`kinship_table` in pieces of ``block`` first samples (bounded memory)."""
+@dataclass
+class KinshipSummary:
+    """What :func:`king_pairs` saw over all pairs, stored or not."""
+
+    n_samples: int = 0
+    n_sites: int = 0
+    pairs_compared: int = 0
+    pairs_stored: int = 0
+    # relationship null: fewer than MIN_INFORMATIVE_HETS heterozygous calls (or none)
+    pairs_undetermined: int = 0
+    pairs_related: int = 0  # second degree or closer
+    max_kinship: float | None = None  # over all pairs with a kinship value
+
+    def metadata(self) -> dict[str, str]:
+        """Key-value metadata for the kinship file (all values as text)."""
+        return {
+            "kinship_estimator": "KING-robust",
+            "kinship_min_stored": repr(REPORT_MIN_KINSHIP),
+            "kinship_min_informative_hets": str(MIN_INFORMATIVE_HETS),
+            "kinship_samples": str(self.n_samples),
+            "kinship_sites": str(self.n_sites),
+            "kinship_pairs_compared": str(self.pairs_compared),
+            "kinship_pairs_stored": str(self.pairs_stored),
+            "kinship_pairs_undetermined": str(self.pairs_undetermined),
+            "kinship_pairs_related": str(self.pairs_related),
+            "kinship_max": "" if self.max_kinship is None else repr(self.max_kinship),
+        }
+
+
+@dataclass
+class _TileCounts:
+    """Pair counts between tile a (rows) and tile b (columns), int64."""
+
+    het_het: np.ndarray
+    ibs0: np.ndarray
+    het_a: np.ndarray  # a het where b is called
+    het_b: np.ndarray  # b het where a is called
+    n_sites: np.ndarray
+
+
+def _indicators(packed: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(het, hom_ref, hom_alt, called) float32 rows x sites of a packed tile."""
+    rows = packed.shape[0]
+    return tuple(
+        np.take(lut, packed, axis=0).reshape(rows, -1)
+        for lut in (_HET, _HOM_REF, _HOM_ALT, _CALLED)
+    )
+
+
+def _tile_counts(source: CodeSource, a: tuple[int, int], b: tuple[int, int]) -> _TileCounts:
+    """Counts between samples [a0, a1) and [b0, b1) over every block of sites."""
+    shape = (a[1] - a[0], b[1] - b[0])
+    acc = _TileCounts(*(np.zeros(shape, dtype=np.int64) for _ in range(5)))
+    same = a == b
+    n_blocks = -(-source.n_sites // source.block_sites)
+    for block in range(n_blocks):
+        het_a, ref_a, alt_a, called_a = _indicators(source.read_tile(*a, block))
+        if same:
+            het_b, ref_b, alt_b, called_b = het_a, ref_a, alt_a, called_a
+        else:
+            het_b, ref_b, alt_b, called_b = _indicators(source.read_tile(*b, block))
+        # float32 products of 0/1 matrices are exact: block_sites < 2**24
+        acc.het_het += (het_a @ het_b.T).astype(np.int64)
+        opposite = (ref_a @ alt_b.T).astype(np.int64)
+        acc.ibs0 += opposite
+        acc.het_a += (het_a @ called_b.T).astype(np.int64)
+        if same:
+            acc.ibs0 += opposite.T
+        else:
+            acc.ibs0 += (alt_a @ ref_b.T).astype(np.int64)
+            acc.het_b += (called_a @ het_b.T).astype(np.int64)
+        acc.n_sites += (called_a @ called_b.T).astype(np.int64)
+    if same:
+        acc.het_b = acc.het_a.T.copy()
+    return acc
+
+
+def _levels(phi: np.ndarray, het_a: np.ndarray, het_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(named, level): whether a relationship is named, and its index in _LABELS."""
+    named = ((het_a + het_b) >= MIN_INFORMATIVE_HETS) & ~np.isnan(phi)
+    level = np.searchsorted(_BOUNDS, np.nan_to_num(phi, nan=-1.0), "right")
+    return named, level
+
+
+def king_pairs(
+    source: CodeSource,
+    samples: Sequence[str],
+    min_kinship: float = REPORT_MIN_KINSHIP,
+    tile: int = TILE_SAMPLES,
+) -> tuple[pa.Table, KinshipSummary]:
+    """KING-robust kinship of every pair of samples of ``source``; keep the close ones.
+
+    In: the codes (rows named by ``samples``, sorted and unique); ``min_kinship``: pairs with a
+    kinship below it (or none: no heterozygous call) are counted in the summary but not
+    returned (``-math.inf`` keeps every pair); ``tile``: samples per tile.
+    Out: (table in KINSHIP_SCHEMA, one row per kept pair sample_a < sample_b, sorted by
+    sample_a, sample_b; summary over all pairs). relationship is null when the two samples have
+    fewer than MIN_INFORMATIVE_HETS heterozygous calls between them.
+    Memory: a few tiles x one block of sites, plus the kept rows.
+    """
     names = list(samples)
     if names != sorted(set(names)):
-        raise ValueError("kinship_table: samples must be sorted and unique")
-    name_arr = pa.array(names, pa.string())
-    labels = np.array(["unrelated", "second_degree", "first_degree", "duplicate"])
-    bounds = [SECOND_DEGREE_MIN, FIRST_DEGREE_MIN, DUPLICATE_MIN]
+        raise ValueError("king_pairs: samples must be sorted and unique")
     n = len(names)
-    for lo in range(0, max(n - 1, 0), block):
-        hi = min(n - 1, lo + block)
-        a = np.concatenate([np.full(n - i - 1, i) for i in range(lo, hi)])
-        b = np.concatenate([np.arange(i + 1, n) for i in range(lo, hi)])
-        het_a = counts.het_given[a, b].astype(np.int64)
-        het_b = counts.het_given[b, a].astype(np.int64)
-        denom = (het_a + het_b).astype(np.float64)
-        num = counts.het_het[a, b] - 2.0 * counts.ibs0[a, b]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            phi = np.where(denom > 0, num / denom, np.nan)
-        ok = ((het_a + het_b) >= MIN_INFORMATIVE_HETS) & ~np.isnan(phi)
-        level = np.searchsorted(bounds, np.nan_to_num(phi, nan=-1.0), "right")
-        yield pa.table(
-            {
-                "sample_a": name_arr.take(pa.array(a)),
-                "sample_b": name_arr.take(pa.array(b)),
-                "kinship": pa.array(phi, pa.float64(), mask=np.isnan(phi)),
-                "ibs0": pa.array(counts.ibs0[a, b].astype(np.int64)),
-                "n_het_het": pa.array(counts.het_het[a, b].astype(np.int64)),
-                "n_het_a": pa.array(het_a),
-                "n_het_b": pa.array(het_b),
-                "n_sites": pa.array(counts.n_sites[a, b].astype(np.int64)),
-                "relationship": pa.array(labels[level], pa.string(), mask=~ok),
-            },
-            schema=KINSHIP_SCHEMA,
-        )
+    if n != source.n_samples:
+        raise ValueError(f"king_pairs: {n} sample names for {source.n_samples} rows of codes")
+    summary = KinshipSummary(n_samples=n, n_sites=source.n_sites, pairs_compared=n * (n - 1) // 2)
+    tiles = [(lo, min(n, lo + tile)) for lo in range(0, n, tile)]
+    kept: list[dict[str, np.ndarray]] = []
+    max_phi = -math.inf
+    for ti, a in enumerate(tiles):
+        for b in tiles[ti:]:
+            c = _tile_counts(source, a, b)
+            rows = np.arange(a[0], a[1])[:, None]
+            cols = np.arange(b[0], b[1])[None, :]
+            upper = rows < cols  # each pair once, never a sample with itself
+            denom = (c.het_a + c.het_b).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                phi = np.where(denom > 0, (c.het_het - 2.0 * c.ibs0) / denom, np.nan)
+            named, level = _levels(phi, c.het_a, c.het_b)
+            summary.pairs_undetermined += int((upper & ~named).sum())
+            summary.pairs_related += int((upper & named & (level > 0)).sum())
+            valid = upper & ~np.isnan(phi)
+            if valid.any():
+                max_phi = max(max_phi, float(phi[valid].max()))
+            keep = upper & (phi >= min_kinship) if min_kinship > -math.inf else upper
+            if not keep.any():
+                continue
+            i, j = np.nonzero(keep)
+            kept.append(
+                {
+                    "a": i + a[0],
+                    "b": j + b[0],
+                    "kinship": phi[i, j],
+                    "ibs0": c.ibs0[i, j],
+                    "n_het_het": c.het_het[i, j],
+                    "n_het_a": c.het_a[i, j],
+                    "n_het_b": c.het_b[i, j],
+                    "n_sites": c.n_sites[i, j],
+                    "named": named[i, j],
+                    "level": level[i, j],
+                }
+            )
+    summary.max_kinship = None if max_phi == -math.inf else max_phi
+    table = _pairs_table(names, kept)
+    summary.pairs_stored = table.num_rows
+    log.info(
+        "kinship: %d samples, %d sites, %d pairs, %d stored (kinship >= %.4f), %d related, "
+        "%d undetermined",
+        n,
+        source.n_sites,
+        summary.pairs_compared,
+        summary.pairs_stored,
+        min_kinship,
+        summary.pairs_related,
+        summary.pairs_undetermined,
+    )
+    return table, summary
+
+
+def _pairs_table(names: Sequence[str], kept: Sequence[dict[str, np.ndarray]]) -> pa.Table:
+    """KINSHIP_SCHEMA rows of the kept pairs, sorted by sample index (= by name)."""
+    if not kept:
+        return KINSHIP_SCHEMA.empty_table()
+    cols = {k: np.concatenate([part[k] for part in kept]) for k in kept[0]}
+    order = np.lexsort((cols["b"], cols["a"]))
+    cols = {k: v[order] for k, v in cols.items()}
+    name_arr = pa.array(names, pa.string())
+    phi = cols["kinship"]
+    return pa.table(
+        {
+            "sample_a": name_arr.take(pa.array(cols["a"])),
+            "sample_b": name_arr.take(pa.array(cols["b"])),
+            "kinship": pa.array(phi, pa.float64(), mask=np.isnan(phi)),
+            "ibs0": pa.array(cols["ibs0"], pa.int64()),
+            "n_het_het": pa.array(cols["n_het_het"], pa.int64()),
+            "n_het_a": pa.array(cols["n_het_a"], pa.int64()),
+            "n_het_b": pa.array(cols["n_het_b"], pa.int64()),
+            "n_sites": pa.array(cols["n_sites"], pa.int64()),
+            "relationship": pa.array(_LABELS[cols["level"]], pa.string(), mask=~cols["named"]),
+        },
+        schema=KINSHIP_SCHEMA,
+    )
+
+
+def kinship_table(
+    samples: Sequence[str], codes: np.ndarray, min_kinship: float = -math.inf
+) -> pa.Table:
+    """Every pair (by default) of an in-memory int8 samples x sites matrix (0, 1, 2; -1 =
+    no-call) in KINSHIP_SCHEMA, sorted by sample_a, sample_b. For small cohorts and tests."""
+    table, _ = king_pairs(PackedCodes.from_codes(codes), samples, min_kinship)
+    return table

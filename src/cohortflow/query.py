@@ -1,8 +1,10 @@
 """``cohortflow query STORE "SQL"``: DuckDB over the cohort store, printed as TSV.
 
 The views, one per table of the store, are registered by :func:`cohortflow.store.open_store`:
-samples, sample_qc, variants, genotypes, kinship (DESIGN section 7 and the kinship table), and
-the store's working tables qc_metrics, ref_blocks, annotations, site_counts, sample_counts.
+samples, sample_qc, variants, genotypes, kinship (DESIGN section 7 and the kinship table: the
+pairs with KING-robust kinship >= 2^-4.5 only; the counts over all pairs are in the file's
+key-value metadata), and the store's working tables qc_metrics, ref_blocks, annotations,
+site_counts, sample_counts.
 :func:`query` runs one SQL text against them.
 """
 

@@ -40,7 +40,7 @@ from cohortflow.report_html import (
     verdict,
 )
 from cohortflow.stats import is_transition, ti_tv_ratio
-from cohortflow.store import committed_batches, open_store, read_qc_json
+from cohortflow.store import committed_batches, kinship_counts, open_store, read_qc_json
 
 log = logging.getLogger(__name__)
 
@@ -1098,11 +1098,16 @@ def write_cohort_report(
         n_pairs = 0
         n_undetermined = 0
         if _kinship_view(con, store):
-            n_pairs = _rows(con, "SELECT count(*) AS n FROM kinship")[0]["n"]
-            if n_pairs:
+            # the table holds the close pairs only; its metadata counts every pair compared
+            counted = kinship_counts(store)
+            if counted is None:
+                n_pairs = _rows(con, "SELECT count(*) AS n FROM kinship")[0]["n"]
                 n_undetermined = _rows(
                     con, "SELECT count(*) AS n FROM kinship WHERE relationship IS NULL"
                 )[0]["n"]
+            else:
+                n_pairs, n_undetermined = counted
+            if n_pairs:
                 pairs = _rows(
                     con,
                     "SELECT * FROM kinship WHERE relationship IN "

@@ -13,7 +13,7 @@ Layout under ``store/`` (DESIGN.md section 7), every file readable without cohor
 - ``sample_counts/contig={c}/{stem}.parquet``       per-sample counts of the same file
 - ``variants/contig={c}/part-0.parquet``            per-allele cohort counts      } rebuilt on
 - ``sample_qc/part-0.parquet``                     alignment + genotype QC       } every append
-- ``kinship/part-0.parquet``                       KING-robust, every pair       } (whole cohort)
+- ``kinship/part-0.parquet``                       KING-robust, close pairs      } (whole cohort)
 - ``_batches/{batch}.json``                         what the batch added; written last (commit mark)
 - ``_annotations.json``                            the last replace_annotations (kb_release)
 
@@ -26,7 +26,9 @@ the next :func:`aggregate`.
 Streaming: inputs are parsed in chunks of columns (Arrow CSV reader, no Python object per
 record) and kept in temporary Arrow files; genotypes are written sample by sample in row
 groups. The cohort tables are sums of the small count files, so an append does not rescan
-earlier batches' genotypes, except for kinship (samples^2 pair counts, one contig at a time).
+earlier batches' genotypes, except for kinship: the genotypes are re-read into a 2-bit spill
+file on disk and the pairs computed tile by tile of samples; only pairs with kinship >= 2^-4.5
+(third degree or closer) are rows, counts over all pairs are in the file's metadata.
 
 Genotype semantics for sample s at allele v (contig, pos1, ref, alt):
 
@@ -69,13 +71,7 @@ import pysam
 from cohortflow import SCHEMA_VERSION, __version__, vcfinfo
 from cohortflow.atomic import atomic_output, tmp_path_for
 from cohortflow.errors import CohortflowError
-from cohortflow.kinship import (
-    KINSHIP_SCHEMA,
-    KingCounts,
-    kinship_rows,
-    pack_codes,
-    unpack_codes,
-)
+from cohortflow.kinship import KINSHIP_SCHEMA, CodeSpill, king_pairs
 from cohortflow.stats import hwe_exact, is_transition
 
 log = logging.getLogger(__name__)
@@ -1280,6 +1276,23 @@ def table_files(store: Path, table: str) -> list[Path]:
     return sorted(p for p in root.glob(pattern) if not p.name.startswith((".", "_")))
 
 
+def kinship_counts(store: Path) -> tuple[int, int] | None:
+    """(pairs compared, pairs undetermined) over all pairs of the store's kinship table, from
+    its file metadata (the table holds only pairs with kinship >= 2^-4.5); None when the table
+    is missing or its files do not carry these counts."""
+    files = table_files(store, "kinship")
+    if not files:
+        return None
+    compared = undetermined = 0
+    for path in files:
+        kv = pq.read_schema(path).metadata or {}
+        if b"kinship_pairs_compared" not in kv or b"kinship_pairs_undetermined" not in kv:
+            return None
+        compared += int(kv[b"kinship_pairs_compared"])
+        undetermined += int(kv[b"kinship_pairs_undetermined"])
+    return compared, undetermined
+
+
 def _batch_of_file(path: Path) -> str | None:
     stem = path.name[: -len(".parquet")]
     if stem.endswith(FILL_SUFFIX):
@@ -1575,8 +1588,12 @@ def _internal_connection(store: Path) -> duckdb.DuckDBPyConnection:
 
 def _rebuild_cohort_tables(store: Path, merged: Mapping[str, str]) -> int:
     """Recompute variants, sample_qc and kinship from all stored rows; return the site count."""
+    # Arrow keeps freed buffers of the genotype-writing pass for reuse; hand them back before
+    # DuckDB allocates its own, so that the peak is the larger of the two steps, not their sum.
+    pa.default_memory_pool().release_unused()
     n_sites = _rebuild_variants(store, _file_metadata("variants", merged))
     _rebuild_sample_qc(store, _file_metadata("sample_qc", merged))
+    pa.default_memory_pool().release_unused()
     _rebuild_kinship(store, _file_metadata("kinship", merged))
     return n_sites
 
@@ -1655,12 +1672,16 @@ def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes]) -> int:
 
 
 def _genotype_codes(
-    path: Path, sample_index: Mapping[str, int], site_ids: pa.Array, packed: np.ndarray
+    path: Path,
+    sample_index: Mapping[str, int],
+    site_ids: pa.Array,
+    first_site: int,
+    spill: CodeSpill,
 ) -> None:
-    """Fill ``packed`` (samples x sites of one contig, 2-bit codes of
-    :func:`cohortflow.kinship.pack_codes`) from one genotypes file: alt_count of diploid calls,
-    missing elsewhere. Streams the file in record batches, one sample run at a time."""
-    m = len(site_ids)
+    """Write into ``spill`` the 2-bit codes (:mod:`cohortflow.kinship`) of one genotypes file:
+    alt_count of diploid calls, missing elsewhere. ``site_ids`` are the contig's kinship sites,
+    at columns ``first_site + k`` of the spill. Streams the file in record batches, one sample
+    run at a time; memory follows the record batch, not the file or the cohort."""
     # one row group at a time (no read-ahead): memory does not follow the file's size
     pf = pq.ParquetFile(path, read_dictionary=["sample", "variant_id"], pre_buffer=False)
     for rb in pf.iter_batches(
@@ -1683,16 +1704,20 @@ def _genotype_codes(
             if row < 0:
                 continue
             keep = c[lo:hi] >= 0
-            full = unpack_codes(packed[row : row + 1], m)
-            full[0, c[lo:hi][keep]] = code[lo:hi][keep]
-            packed[row] = pack_codes(full)[0]
+            spill.update(row, c[lo:hi][keep] + first_site, code[lo:hi][keep])
 
 
 def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
-    """kinship: KING-robust over all stored samples and polymorphic alleles, one row per pair.
+    """kinship: KING-robust over all stored samples and polymorphic alleles; only the pairs at
+    or above :data:`cohortflow.kinship.REPORT_MIN_KINSHIP` are rows, the counts over all pairs
+    (compared, undetermined, related, the largest kinship) are in the file's metadata.
 
-    Memory: four samples^2 int32 pair-count matrices, plus samples x sites of one contig at
-    2 bits per genotype; the table is written in blocks of pairs.
+    Memory: the pair counts no longer grow with the number of samples. The 2-bit codes of
+    every sample at every site go to a spill file in a temporary folder of the store (samples x
+    sites / 4 bytes on disk) and pairs are computed tile by tile
+    (:func:`cohortflow.kinship.king_pairs`); what stays in memory is the sample names, the
+    polymorphic variant IDs, one record batch of genotypes, two tiles x one block of codes and
+    the stored (close) pairs.
     """
     con = _internal_connection(store)
     try:
@@ -1704,28 +1729,23 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     finally:
         con.close()
     index = {name: i for i, name in enumerate(samples)}
-    counts = KingCounts(len(samples))
     contig_col = sites.column("contig")
-    for contig in pc.unique(contig_col).to_pylist():
-        ids = sites.filter(pc.equal(contig_col, contig)).column("variant_id").combine_chunks()
-        packed = np.full((len(samples), -(-len(ids) // 4)), 0xFF, dtype=np.uint8)
-        folder = _partition_dir(store / "genotypes", contig)
-        for path in sorted(folder.glob("*.parquet")):
-            if not path.name.startswith((".", "_")):
-                _genotype_codes(path, index, ids, packed)
-        counts.add_packed(packed, len(ids))
-        del packed
-    n_rows = 0
-    with atomic_output(store / "kinship") as tmp:
-        tmp.mkdir(parents=True)
-        schema = KINSHIP_SCHEMA.with_metadata(meta)
-        with pq.ParquetWriter(tmp / "part-0.parquet", schema, compression="zstd") as writer:
-            for part in kinship_rows(samples, counts):
-                writer.write_table(part.cast(schema))
-                n_rows += part.num_rows
-            if n_rows == 0:
-                writer.write_table(schema.empty_table())
-    return n_rows
+    with (
+        tempfile.TemporaryDirectory(prefix=".tmp.kinship.", dir=store) as tmpdir,
+        CodeSpill(Path(tmpdir) / "codes.bin", len(samples), sites.num_rows) as spill,
+    ):
+        first = 0
+        for contig in pc.unique(contig_col).to_pylist():
+            ids = sites.filter(pc.equal(contig_col, contig)).column("variant_id").combine_chunks()
+            folder = _partition_dir(store / "genotypes", contig)
+            for path in sorted(folder.glob("*.parquet")):
+                if not path.name.startswith((".", "_")):
+                    _genotype_codes(path, index, ids, first, spill)
+            first += len(ids)
+        table, summary = king_pairs(spill, samples)
+    meta = {**meta, **{k.encode(): v.encode() for k, v in summary.metadata().items()}}
+    _write_derived(store, "kinship", table, meta)
+    return table.num_rows
 
 
 def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:

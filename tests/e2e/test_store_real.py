@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pysam
 import pytest
 
@@ -71,12 +73,60 @@ def test_1000g_counts_equal_bcftools_fill_tags(shared_data: Path, tmp_path: Path
         assert (ours[vid]["ac"], ours[vid]["an"]) == (ac, an), vid
         if an:
             assert ours[vid]["af"] == pytest.approx(af, abs=1e-6), vid
-    # 68% of these genotypes are ./.: far too few heterozygous calls to name any relationship
-    flagged = query(
-        store, "SELECT count(*) AS n FROM kinship WHERE relationship <> 'unrelated'"
-    ).column("n")
-    assert flagged[0].as_py() == 0
-    assert query(store, "SELECT count(*) AS n FROM kinship").column("n")[0].as_py() == 4950
+    # kinship: the stored pairs (kinship >= 2^-4.5) and the metadata over all 4,950 pairs equal
+    # KING-robust counted here straight from the original file
+    want = _king_from_vcf(src)
+    kin = {
+        (r["sample_a"], r["sample_b"]): r for r in query(store, "SELECT * FROM kinship").to_pylist()
+    }
+    close = {pair for pair, (phi, _) in want.items() if phi is not None and phi >= 2**-4.5}
+    assert set(kin) == close
+    for pair in close:
+        assert kin[pair]["kinship"] == pytest.approx(want[pair][0]), pair
+        assert kin[pair]["n_het_a"] + kin[pair]["n_het_b"] == want[pair][1], pair
+    # 68% of these genotypes are ./.: no pair is named related (most have too few hets to say)
+    assert all(r["relationship"] in (None, "unrelated") for r in kin.values())
+    kv = pq.read_schema(store / "kinship" / "part-0.parquet").metadata
+    undetermined = sum(1 for phi, hets in want.values() if phi is None or hets < 20)
+    assert int(kv[b"kinship_pairs_compared"]) == len(want) == 4950
+    assert int(kv[b"kinship_pairs_undetermined"]) == undetermined
+    assert kv[b"kinship_pairs_related"] == b"0"
+    assert float(kv[b"kinship_max"]) == pytest.approx(
+        max(phi for phi, _ in want.values() if phi is not None)
+    )
+
+
+def _king_from_vcf(path: Path) -> dict[tuple[str, str], tuple[float | None, int]]:
+    """(sample_a, sample_b) -> (KING-robust kinship or None, heterozygous calls of the pair)
+    over every alternate allele carried in the file (diploid calls only), by plain counting."""
+    with pysam.VariantFile(str(path)) as vf:
+        samples = list(vf.header.samples)
+        columns = []
+        for rec in vf:
+            for k, alt in enumerate(rec.alts or (), start=1):
+                if alt == "*":
+                    continue
+                col = []
+                for s in samples:
+                    gt = rec.samples[s]["GT"]
+                    ok = gt is not None and len(gt) == 2 and None not in gt
+                    col.append(sum(a == k for a in gt) if ok else -1)
+                if max(col) > 0:
+                    columns.append(col)
+    g = np.array(columns, dtype=np.int8).T
+    order = np.argsort(samples)
+    names = [samples[i] for i in order]
+    g = g[order]
+    out = {}
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            both = (g[i] >= 0) & (g[j] >= 0)
+            a, b = g[i][both], g[j][both]
+            het_het = int(((a == 1) & (b == 1)).sum())
+            ibs0 = int((((a == 0) & (b == 2)) | ((a == 2) & (b == 0))).sum())
+            hets = int((a == 1).sum() + (b == 1).sum())
+            out[(names[i], names[j])] = ((het_het - 2 * ibs0) / hets if hets else None, hets)
+    return out
 
 
 @needs_bcftools
@@ -114,14 +164,47 @@ def test_aj_trio_an_equals_bcftools_merge_gvcf(shared_data: Path, tmp_path: Path
     an = query(store, "SELECT an, count(*) AS n FROM variants GROUP BY an ORDER BY an").to_pylist()
     assert an[0]["an"] == 2 and an[-1]["an"] == 6
 
+    # Kinship: the gVCF reference blocks do count as hom-ref calls, but father and son have
+    # reads over 12,488 bp only, so 16 carried alleles are called in all three samples. That is
+    # 8 heterozygous calls for mother-son and 7 for father-son, below MIN_INFORMATIVE_HETS (20):
+    # the kinship is computed and stored (>= 2^-4.5), the relationship stays null (never a
+    # false "unrelated"). Mother-father is below 2^-4.5: not a row, counted in the metadata.
+    mother, father, son = TRIO
     kin = {
         (r["sample_a"], r["sample_b"]): r for r in query(store, "SELECT * FROM kinship").to_pylist()
     }
+    assert set(kin) == {(mother, son), (father, son)}
+    ms, fs = kin[(mother, son)], kin[(father, son)]
+    counts = ("n_sites", "n_het_het", "ibs0", "n_het_a", "n_het_b")
+    assert [ms[k] for k in counts] == [16, 2, 0, 4, 4]
+    assert [fs[k] for k in counts] == [16, 1, 0, 3, 4]
+    assert ms["kinship"] == pytest.approx(0.25) and fs["kinship"] == pytest.approx(1 / 7)
+    assert ms["relationship"] is None and fs["relationship"] is None
+    kv = pq.read_schema(store / "kinship" / "part-0.parquet").metadata
+    assert (kv[b"kinship_pairs_compared"], kv[b"kinship_pairs_undetermined"]) == (b"3", b"3")
+
+
+def test_aj_trio_joint_vcf_split_gives_the_same_kinship_evidence(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The joint GATK call set of the trio (explicit 0/0 where a sample is called hom-ref) has
+    no more informative sites than the gVCFs: father and son are "." outside the same 12.5 kb,
+    so the same 16 alleles are called in all three and no relationship can be named."""
+    trio = shared_data / "cohort" / "nf-cmgg_aj_trio"
+    store = tmp_path / "store"
+    aggregate(store, "joint", _split_per_sample(trio / "Ashkenazim.vcf.gz", tmp_path))
     mother, father, son = TRIO
-    # only 16 sites are called in all three: kinship is computed, but too few heterozygous
-    # calls back a named relationship (relationship is null, never a false "unrelated")
+    called = query(
+        store,
+        "SELECT count(*) AS n FROM (SELECT variant_id FROM genotypes WHERE alt_count IS NOT NULL "
+        "GROUP BY variant_id HAVING count(*) = 3)",
+    )
+    assert called.column("n")[0].as_py() == 16
+    kin = {
+        (r["sample_a"], r["sample_b"]): r for r in query(store, "SELECT * FROM kinship").to_pylist()
+    }
+    assert set(kin) == {(mother, son), (father, son)}
     assert kin[(mother, son)]["kinship"] == pytest.approx(0.25)
-    assert kin[(mother, son)]["ibs0"] == 0 and kin[(father, son)]["ibs0"] == 0
-    assert kin[(mother, father)]["ibs0"] == 1
-    assert all(r["n_sites"] == 16 for r in kin.values())
+    assert kin[(father, son)]["kinship"] == pytest.approx(1 / 7)
+    assert kin[(mother, son)]["n_het_a"] + kin[(mother, son)]["n_het_b"] == 8
     assert all(r["relationship"] is None for r in kin.values())

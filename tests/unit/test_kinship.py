@@ -5,10 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from test_store import write_vcf
 
-from cohortflow.kinship import KingCounts, kinship_table, pack_codes, relationship, unpack_codes
+from cohortflow.kinship import (
+    REPORT_MIN_KINSHIP,
+    CodeSpill,
+    PackedCodes,
+    king_pairs,
+    kinship_table,
+    pack_codes,
+    relationship,
+    unpack_codes,
+)
 from cohortflow.store import SampleInput, aggregate, query
 
 
@@ -51,11 +61,13 @@ def _pedigree(n_sites: int, seed: int = 3) -> dict[str, np.ndarray]:
 def test_king_robust_on_a_simulated_pedigree() -> None:
     ped = _pedigree(5000)
     names = sorted(ped)
-    counts = KingCounts(len(names))
     codes = np.stack([ped[n] for n in names])
-    counts.add(codes[:, :1234])  # in two pieces: chunking must not change the counts
-    counts.add(codes[:, 1234:])
-    table = kinship_table(names, counts)
+    # blocks of 1,236 sites and tiles of 3 samples: the tiling must not change the counts
+    table, summary = king_pairs(PackedCodes.from_codes(codes, 1236), names, -np.inf, tile=3)
+    assert summary.pairs_compared == 28 and summary.pairs_undetermined == 0
+    assert summary.pairs_related == 14 and summary.max_kinship == max(
+        table.column("kinship").to_pylist()
+    )
     assert table.num_rows == len(names) * (len(names) - 1) // 2
     rows = {(r["sample_a"], r["sample_b"]): r for r in table.to_pylist()}
     expect = {
@@ -102,13 +114,12 @@ def test_relationship_bins_and_uninformative_pairs() -> None:
         "unrelated",
     ]
     assert relationship(None) is None and relationship(float("nan")) is None
-    counts = KingCounts(2)
-    counts.add(np.array([[0, 0, 1], [0, -1, 1]], dtype=np.int8))  # one shared het only
-    (row,) = kinship_table(["a", "b"], counts).to_pylist()
+    codes = np.array([[0, 0, 1], [0, -1, 1]], dtype=np.int8)  # one shared het only
+    (row,) = kinship_table(["a", "b"], codes).to_pylist()
     assert row["kinship"] == pytest.approx(0.5) and row["n_sites"] == 2
     assert row["relationship"] is None  # too few heterozygous calls to name a degree
     with pytest.raises(ValueError, match="sorted"):
-        kinship_table(["b", "a"], counts)
+        kinship_table(["b", "a"], codes)
 
 
 def test_store_kinship_across_batches(tmp_path: Path) -> None:
@@ -127,34 +138,60 @@ def test_store_kinship_across_batches(tmp_path: Path) -> None:
             for i, g in enumerate(ped[name])
         ]
         inputs[name] = SampleInput(name, write_vcf(tmp_path / f"{name}.vcf.gz", name, rows))
+    poly = np.stack([ped[n] for n in names]).max(axis=0) > 0
+    n_poly = int(poly.sum())
     store = tmp_path / "store"
     aggregate(store, "b1", [inputs["fa"], inputs["mo"], inputs["stranger"]])
     aggregate(store, "b2", [inputs["kid"]])
     got = {
         (r["sample_a"], r["sample_b"]): r for r in query(store, "SELECT * FROM kinship").to_pylist()
     }
-    assert len(got) == 6
+    # only the two parent-child pairs are close enough to be rows; the file counts all six
+    assert set(got) == {("fa", "kid"), ("kid", "mo")}
     assert got[("fa", "kid")]["relationship"] == "first_degree"
     assert got[("kid", "mo")]["relationship"] == "first_degree"
     assert got[("fa", "kid")]["kinship"] == pytest.approx(0.25, abs=0.05)
-    assert got[("fa", "mo")]["relationship"] == "unrelated"
-    assert got[("kid", "stranger")]["relationship"] == "unrelated"
+    kv = pq.read_schema(store / "kinship" / "part-0.parquet").metadata
+    assert kv[b"kinship_pairs_compared"] == b"6" and kv[b"kinship_pairs_stored"] == b"2"
+    assert kv[b"kinship_pairs_related"] == b"2" and kv[b"kinship_pairs_undetermined"] == b"0"
+    assert float(kv[b"kinship_min_stored"]) == pytest.approx(2**-4.5)
+    assert float(kv[b"kinship_max"]) == max(r["kinship"] for r in got.values())
+    assert kv[b"kinship_samples"] == b"4" and kv[b"kinship_sites"] == str(n_poly).encode()
     # the same as counting straight from the simulated genotypes (sites with an alt allele)
-    poly = np.stack([ped[n] for n in names]).max(axis=0) > 0
     a, b = ped["fa"][poly], ped["kid"][poly]
     assert got[("fa", "kid")]["n_het_het"] == int(((a == 1) & (b == 1)).sum())
     assert got[("fa", "kid")]["n_sites"] == int(poly.sum())
 
 
-def test_packed_codes_round_trip_and_give_the_same_counts() -> None:
+def test_packed_codes_round_trip_and_the_spill_file_gives_the_same_pairs(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     codes = rng.integers(-1, 3, size=(7, 1003)).astype(np.int8)
     packed = pack_codes(codes)
     assert packed.shape == (7, 251) and packed.dtype == np.uint8
     assert (unpack_codes(packed, 1003) == codes).all()
-    plain, chunked = KingCounts(7), KingCounts(7)
-    plain.add(codes)
-    chunked.add_packed(packed, 1003)
-    for name in ("het_het", "ibs0", "het_given", "n_sites"):
-        assert (getattr(plain, name) == getattr(chunked, name)).all(), name
-    assert plain.n_sites[0, 1] == int(((codes[0] >= 0) & (codes[1] >= 0)).sum())
+    names = [f"s{i}" for i in range(7)]
+    plain = kinship_table(names, codes)
+    assert plain.num_rows == 21
+    # the spill, filled in pieces and out of order, sample by sample, blocks of 100 sites
+    with CodeSpill(tmp_path / "codes.bin", 7, 1003, block_sites=100) as spill:
+        assert spill.read_tile(0, 7, 10).tolist() == [[0xFF] * 25] * 7  # all missing at first
+        for row in (3, 0, 6, 1, 5, 2, 4):
+            cols = rng.permutation(1003)
+            for part in np.array_split(cols, 3):
+                spill.update(row, part, codes[row, part])
+        tiled, summary = king_pairs(spill, names, -np.inf, tile=2)
+        stored = np.hstack([spill.read_tile(0, 7, b) for b in range(11)])
+        assert (unpack_codes(stored, 1003) == codes).all()
+    assert tiled.equals(plain)
+    assert summary.pairs_compared == 21 and summary.n_sites == 1003
+    row = plain.to_pylist()[0]
+    a, b = codes[0], codes[1]
+    both = (a >= 0) & (b >= 0)
+    assert row["n_sites"] == int(both.sum())
+    assert row["n_het_het"] == int(((a == 1) & (b == 1)).sum())
+    assert row["ibs0"] == int((((a == 0) & (b == 2)) | ((a == 2) & (b == 0))).sum())
+    assert row["n_het_a"] == int(((a == 1) & both).sum())
+    # only close pairs are kept by default; the summary still counts every pair
+    close, summary = king_pairs(PackedCodes.from_codes(codes), names)
+    want = [r for r in plain.to_pylist() if (r["kinship"] or -1) >= REPORT_MIN_KINSHIP]
+    assert close.to_pylist() == want and summary.pairs_stored == len(want)
