@@ -19,5 +19,4 @@ with rule_logging(sm.log[0]):
         min_gq=int(sm.params.min_gq),
         targets_bed=Path(sm.input.targets[0]) if sm.input.targets else None,
         caller=sm.params.caller,
-        scatter_bp=int(sm.params.scatter_bp),
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import shutil
 import subprocess
 import tempfile
 from collections import Counter
@@ -29,7 +30,7 @@ from cohortflow.atomic import atomic_outputs
 from cohortflow.callers import CallerSpec, GvcfJob, get_caller, shown
 from cohortflow.callers.gvcf import DepthCounter, prepare_header, repair_gvcf
 from cohortflow.errors import CohortflowError
-from cohortflow.normalize import index_vcf, norm_sort, ref_mismatches
+from cohortflow.normalize import index_vcf, norm_sort, ref_mismatches, threads_args
 from cohortflow.scatter import Shard, boundaries, calling_shards, write_bed
 from cohortflow.tools import bcftools
 
@@ -128,11 +129,16 @@ def mpileup_args(
     return [*args, "-Ou", "-o", str(out_bcf), str(bam)]
 
 
-def call_args(in_bcf: Path, out_bcf: Path) -> list[str]:
-    """Arguments of ``bcftools call -m`` in gVCF mode keeping ``<*>`` on reference blocks."""
+def call_args(in_bcf: Path, out_bcf: Path, out_type: str = "b", index: bool = True) -> list[str]:
+    """Arguments of ``bcftools call -m`` in gVCF mode keeping ``<*>`` on reference blocks.
+
+    ``out_type`` is the bcftools output type letter ('b' BCF, 'z' bgzip VCF); ``index``
+    writes the index next to the output (``-W``: reading a BCF or bgzip VCF without one makes
+    htslib print an error, though the pipeline reads it once, in order).
+    """
     args = ["call", "--no-version", "-m", "--keep-unseen-allele", "--gvcf", GVCF_MIN_DP]
-    args += ["-a", CALL_ANNOTATIONS]
-    return [*args, "-Ob", "-W", "-o", str(out_bcf), str(in_bcf)]
+    args += ["-a", CALL_ANNOTATIONS, f"-O{out_type}"]
+    return [*args, *(["-W"] if index else []), "-o", str(out_bcf), str(in_bcf)]
 
 
 def variants_args(in_bcf: Path, out_bcf: Path) -> list[str]:
@@ -217,6 +223,130 @@ def call_sample(
     """
     bam, reference = Path(bam), Path(reference)
     out_gvcf, out_vcf = Path(out_gvcf), Path(out_vcf)
+    spec, sm = _check_inputs(bam, reference, sample, caller)
+    out_gvcf.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp.call.", dir=out_gvcf.parent) as tmp_name:
+        call_bcf = Path(tmp_name) / "call.bcf"
+        if spec is not None:
+            shards = calling_shards(reference, scatter_bp, targets_bed)
+            commands = _run_external(spec, bam, reference, sample, shards, threads, call_bcf)
+        elif scatter_bp > 0:
+            shards = calling_shards(reference, scatter_bp, targets_bed)
+            commands = _run_bcftools_shards(bam, reference, sample, sm, shards, threads, call_bcf)
+        else:
+            commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
+        version = caller_version() if spec is None else _external_version(spec)
+        stats = _finish_calls(
+            call_bcf, bam, reference, sample, (out_gvcf, out_vcf), commands,
+            (caller, version), (min_qual, min_dp, min_gq), threads,
+        )  # fmt: skip
+    log.info("called %s with %s: %s", sample, caller, stats)
+    return stats
+
+
+def call_shard(
+    bam: Path,
+    reference: Path,
+    sample: str,
+    shard_index: int,
+    n_shards: int,
+    scatter_bp: int,
+    out_part: Path,
+    targets_bed: Path | None = None,
+    caller: str = CALLER,
+    threads: int = 1,
+) -> int:
+    """Call one shard of one sample: the raw caller gVCF of that shard, for :func:`gather_calls`.
+
+    In: the inputs of :func:`call_sample`, the shard's 0-based index among the ``n_shards``
+    shards that :func:`cohortflow.scatter.calling_shards` cuts from the reference (or the
+    targets BED) at ``scatter_bp`` bp, and the output (bgzip VCF, ``.g.vcf.gz``). Out: the
+    output's record count. The output (with a ``.csi`` index next to it) is the caller's own
+    gVCF over the shard (bcftools: mpileup + call; external callers: their gVCF as written),
+    not yet filtered or repaired.
+    Raises CohortflowError when the shard list no longer has ``n_shards`` shards (the
+    reference index or the BED changed since the workflow was planned).
+    """
+    bam, reference, out_part = Path(bam), Path(reference), Path(out_part)
+    spec, sm = _check_inputs(bam, reference, sample, caller)
+    shard = _planned_shards(reference, scatter_bp, targets_bed, n_shards)[shard_index]
+    out_part.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".tmp.shard.", dir=out_part.parent) as tmp_name,
+        atomic_outputs(out_part, f"{out_part}.csi") as (tmp_out, tmp_csi),
+    ):
+        tmp = Path(tmp_name)
+        if spec is None:
+            _bcftools_shard(bam, reference, sample, sm, shard, tmp, tmp_out, "z")
+        else:
+            fasta = _plain_fasta(reference, tmp) if spec.plain_fasta else reference
+            raw = _external_shard(spec, bam, fasta, sample, shard, threads, tmp)
+            if raw.name.endswith(".gz"):
+                shutil.move(raw, tmp_out)
+            else:
+                pysam.tabix_compress(str(raw), str(tmp_out), force=True)
+        what = f"indexing shard {shard_index} of {sample}"
+        bcftools(["index", "-f", "-o", str(tmp_csi), str(tmp_out)], what)
+        with pysam.VariantFile(str(tmp_out), index_filename=str(tmp_csi)) as vf:
+            n = sum(1 for _ in vf)
+    log.info("shard %d/%d of %s (%d intervals): %d records", shard_index + 1, n_shards,
+             sample, len(shard), n)  # fmt: skip
+    return n
+
+
+def gather_calls(
+    bam: Path,
+    reference: Path,
+    sample: str,
+    parts: Sequence[Path],
+    scatter_bp: int,
+    out_gvcf: Path,
+    out_vcf: Path,
+    targets_bed: Path | None = None,
+    caller: str = CALLER,
+    threads: int = 1,
+    min_qual: float = 20.0,
+    min_dp: int = 5,
+    min_gq: int = 20,
+) -> dict[str, int]:
+    """Gather the shard gVCFs of :func:`call_shard` into the outputs :func:`call_sample` writes.
+
+    In: the BAM/CRAM, FASTA, sample, the shard parts in shard order (one per shard of
+    ``calling_shards(reference, scatter_bp, targets_bed)``), the outputs and thresholds as in
+    :func:`call_sample`. Out: the same counts; the records equal an unsharded call's
+    (bcftools: blocks split by a cut are joined; external callers: blocks rebuilt as covered
+    runs over all parts). Raises CohortflowError when the parts do not match the shards.
+    """
+    bam, reference = Path(bam), Path(reference)
+    out_gvcf, out_vcf = Path(out_gvcf), Path(out_vcf)
+    parts = [Path(p) for p in parts]
+    spec, sm = _check_inputs(bam, reference, sample, caller)
+    shards = _planned_shards(reference, scatter_bp, targets_bed, len(parts))
+    out_gvcf.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp.gather.", dir=out_gvcf.parent) as tmp_name:
+        call_bcf = Path(tmp_name) / "call.bcf"
+        if spec is None:
+            gather_shards(parts, boundaries(shards), call_bcf)
+            bcftools(["index", "-f", str(call_bcf)], f"gathering the calls of {sample}")
+            rg_map = Path("read_groups.txt") if sm is None else None
+            commands = _bcftools_shard_commands(bam, reference, rg_map, len(shards))
+            version = caller_version()
+        else:
+            _repair_parts(spec, bam, reference, sample, parts, call_bcf)
+            commands = _external_commands(spec, bam, reference, sample, len(shards), threads)
+            version = _external_version(spec)
+        stats = _finish_calls(
+            call_bcf, bam, reference, sample, (out_gvcf, out_vcf), commands,
+            (caller, version), (min_qual, min_dp, min_gq), threads,
+        )  # fmt: skip
+    log.info("gathered %d shards of %s called with %s: %s", len(parts), sample, caller, stats)
+    return stats
+
+
+def _check_inputs(
+    bam: Path, reference: Path, sample: str, caller: str
+) -> tuple[CallerSpec | None, str | None]:
+    """Checks before calling; returns (the external caller's spec or None, the BAM's SM)."""
     for path, what in ((bam, "alignment file"), (reference, "reference FASTA")):
         if not path.is_file():
             raise CohortflowError(f"{path}: {what} not found; check the path")
@@ -230,40 +360,54 @@ def call_sample(
             "sample sheet or the BAM's @RG SM (samtools addreplacerg)"
         )
     check_alignment_input(bam, reference)
-    out_gvcf.parent.mkdir(parents=True, exist_ok=True)
-    thresholds: Thresholds = (min_qual, min_dp, min_gq)
+    return spec, sm
+
+
+def _planned_shards(
+    reference: Path, scatter_bp: int, targets_bed: Path | None, n_shards: int
+) -> list[Shard]:
+    """The calling shards, checked against the number the workflow was planned with."""
+    shards = calling_shards(reference, scatter_bp, targets_bed)
+    if len(shards) != n_shards:
+        raise CohortflowError(
+            f"{targets_bed or f'{reference}.fai'}: gives {len(shards)} calling shards of "
+            f"{scatter_bp} bp but the workflow was planned with {n_shards}; the reference index "
+            "or the targets BED changed since the run started, start the run again"
+        )
+    return shards
+
+
+def _finish_calls(
+    call_bcf: Path,
+    bam: Path,
+    reference: Path,
+    sample: str,
+    outputs: tuple[Path, Path],
+    commands: list[str],
+    provenance: tuple[str, str],
+    thresholds: Thresholds,
+    threads: int,
+) -> dict[str, int]:
+    """From the caller's gVCF (BCF, read once) to the final gVCF and variant VCF, with indexes.
+
+    The four files appear together, atomically. Intermediates go next to ``call_bcf``.
+    """
+    out_gvcf, out_vcf = outputs
+    tmp = call_bcf.parent
+    variants, normed = tmp / "variants.bcf", tmp / "sorted.bcf"
     what = f"calling {sample} from {bam}"
-    with (
-        tempfile.TemporaryDirectory(prefix=".tmp.call.", dir=out_gvcf.parent) as tmp_name,
-        atomic_outputs(out_gvcf, f"{out_gvcf}.tbi", out_vcf, f"{out_vcf}.tbi") as tmps,
-    ):
-        tmp = Path(tmp_name)
-        call_bcf, variants, normed = tmp / "call.bcf", tmp / "variants.bcf", tmp / "sorted.bcf"
-        if spec is not None:
-            shards = calling_shards(reference, scatter_bp, targets_bed)
-            commands = _run_external(spec, bam, reference, sample, shards, threads, call_bcf)
-            version = _external_version(spec)
-        elif scatter_bp > 0:
-            shards = calling_shards(reference, scatter_bp, targets_bed)
-            commands = _run_bcftools_shards(bam, reference, sample, sm, shards, threads, call_bcf)
-            version = caller_version()
-        else:
-            commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
-            version = caller_version()
-        _check_samples(call_bcf, sample, bam)
-        prov = (caller, version)
-        stats = _write_gvcf(call_bcf, tmps[0], provenance_lines(commands, *prov), thresholds)
+    _check_samples(call_bcf, sample, bam)
+    with atomic_outputs(out_gvcf, f"{out_gvcf}.tbi", out_vcf, f"{out_vcf}.tbi") as tmps:
+        stats = _write_gvcf(call_bcf, tmps[0], provenance_lines(commands, *provenance), thresholds)
         index_vcf(tmps[0], tmps[1], what)
         view = variants_args(call_bcf, variants)
         bcftools(view, what)
         _check_ref(variants, reference, bam)
         norm_cmd = norm_sort(variants, reference, tmp, normed, "b", threads, what)
         bcftools(["index", "-f", str(normed)], what)
-        commands += [_shown(view, tmp), norm_cmd]
-        lines = provenance_lines(commands, *prov)
+        lines = provenance_lines([*commands, _shown(view, tmp), norm_cmd], *provenance)
         stats |= _write_variants(normed, tmps[2], lines, thresholds)
         index_vcf(tmps[2], tmps[3], what)
-    log.info("called %s with %s: %s", sample, caller, stats)
     return stats
 
 
@@ -313,7 +457,7 @@ def _run_caller(
     mp = mpileup_args(bam, reference, tmp / "mpileup.bcf", bed, rg_map)
     bcftools(mp, what)
     cl = call_args(tmp / "mpileup.bcf", call_bcf)
-    bcftools([*cl[:-1], "--threads", str(threads), cl[-1]], what)
+    bcftools([*cl[:-1], *threads_args(threads), cl[-1]], what)
     shown_mp = _shown(mp, tmp)
     if bed is not None and targets_bed is not None and bed != Path(targets_bed):
         shown_mp = shown_mp.replace(bed.name, f"{targets_bed}")
@@ -341,23 +485,48 @@ def _run_bcftools_shards(
 ) -> list[str]:
     """mpileup + call per shard, then :func:`gather_shards` into ``call_bcf``; the commands."""
     tmp = call_bcf.parent
-    rg_map = _rg_map(bam, sample, sm, tmp)
-    what = f"calling {sample} from {bam}"
     parts = []
     for i, shard in enumerate(shards):
-        bed = write_bed(shard, tmp / f"shard{i:05d}.bed")
-        mp = mpileup_args(bam, reference, tmp / f"shard{i:05d}.mpileup.bcf", bed, rg_map)
-        bcftools(mp, what)
+        work = tmp / f"shard{i:05d}"
+        work.mkdir()
         part = tmp / f"shard{i:05d}.call.bcf"
-        bcftools(call_args(tmp / f"shard{i:05d}.mpileup.bcf", part), what)
+        _bcftools_shard(bam, reference, sample, sm, shard, work, part, "b")
         parts.append(part)
     gather_shards(parts, boundaries(shards), call_bcf)
-    bcftools(["index", "-f", str(call_bcf)], what)
-    mp_shown = _shown(
-        mpileup_args(bam, reference, Path("mpileup.bcf"), Path("SHARD.bed"), rg_map), tmp
-    )
-    cl_shown = _shown(call_args(Path("mpileup.bcf"), Path("SHARD.call.bcf")), tmp)
-    return [f"for SHARD in {len(shards)} shards: {mp_shown} ; {cl_shown}", "gather shards"]
+    bcftools(["index", "-f", str(call_bcf)], f"calling {sample} from {bam}")
+    rg_map = Path("read_groups.txt") if sm is None else None
+    return _bcftools_shard_commands(bam, reference, rg_map, len(shards))
+
+
+def _bcftools_shard(
+    bam: Path,
+    reference: Path,
+    sample: str,
+    sm: str | None,
+    shard: Shard,
+    tmp: Path,
+    out: Path,
+    out_type: str,
+) -> None:
+    """mpileup + call over one shard's intervals into ``out``: 'b' BCF indexed, 'z' bgzip VCF."""
+    rg_map = _rg_map(bam, sample, sm, tmp)
+    what = f"calling {sample} from {bam}"
+    bed = write_bed(shard, tmp / "shard.bed")
+    bcftools(mpileup_args(bam, reference, tmp / "mpileup.bcf", bed, rg_map), what)
+    bcftools(call_args(tmp / "mpileup.bcf", out, out_type, index=out_type == "b"), what)
+
+
+def _bcftools_shard_commands(
+    bam: Path, reference: Path, rg_map: Path | None, n_shards: int
+) -> list[str]:
+    """The commands of a sharded bcftools call as the header records them."""
+    mp = mpileup_args(bam, reference, Path("mpileup.bcf"), Path("SHARD.bed"), rg_map)
+    cl = call_args(Path("mpileup.bcf"), Path("SHARD.call.bcf"))
+    tmp = Path("/nonexistent")
+    return [
+        f"for SHARD in {n_shards} shards: {_shown(mp, tmp)} ; {_shown(cl, tmp)}",
+        "gather shards",
+    ]
 
 
 def gather_shards(parts: Sequence[Path], cuts: set[tuple[str, int]], out: Path) -> int:
@@ -446,43 +615,74 @@ def _run_external(
     threads: int,
     call_bcf: Path,
 ) -> list[str]:
-    """Run an external caller per shard, repair each gVCF, gather into ``call_bcf`` (indexed).
+    """Run an external caller per shard, repair each gVCF, gather into ``call_bcf``.
 
     Blocks become covered runs (see :mod:`cohortflow.callers.gvcf`), so shard cuts leave no
     trace in them. Returns the commands shown in the header (scratch paths shortened).
     """
     tmp = call_bcf.parent
-    shown_cmds: list[str] = []
+    fasta = _plain_fasta(reference, tmp) if spec.plain_fasta else reference
     raw_parts: list[Path] = []
-    fasta_for_caller = _plain_fasta(reference, tmp) if spec.plain_fasta else reference
     for i, shard in enumerate(shards):
-        bed = write_bed(shard, tmp / f"shard{i:05d}.bed")
-        raw = tmp / f"shard{i:05d}.raw.g.vcf{'' if spec.stdout_is_gvcf else '.gz'}"
-        work = tmp / f"shard{i:05d}.work"
+        work = tmp / f"shard{i:05d}"
         work.mkdir()
-        job = GvcfJob(bam, fasta_for_caller, sample, bed, raw, work, threads)
-        argv = spec.gvcf_command(job)
-        _run_binary(argv, raw if spec.stdout_is_gvcf else None, tmp / f"shard{i:05d}.log", spec)
-        raw_parts.append(raw)
-        if i == 0:
-            text = shown(argv, tmp).replace("shard00000", "SHARD")
-            shown_cmds.append(text.replace(str(fasta_for_caller), str(reference)))
+        raw_parts.append(_external_shard(spec, bam, fasta, sample, shard, threads, work))
+    _repair_parts(spec, bam, reference, sample, raw_parts, call_bcf)
+    return _external_commands(spec, bam, reference, sample, len(shards), threads)
+
+
+def _external_shard(
+    spec: CallerSpec,
+    bam: Path,
+    reference: Path,
+    sample: str,
+    shard: Shard,
+    threads: int,
+    tmp: Path,
+) -> Path:
+    """Run the external caller over one shard in the scratch folder ``tmp``; its raw gVCF.
+
+    ``reference`` must be one the caller reads (see :attr:`CallerSpec.plain_fasta`).
+    """
+    bed = write_bed(shard, tmp / "shard.bed")
+    raw = tmp / f"raw.g.vcf{'' if spec.stdout_is_gvcf else '.gz'}"
+    work = tmp / "work"
+    work.mkdir()
+    job = GvcfJob(bam, reference, sample, bed, raw, work, threads)
+    _run_binary(spec.gvcf_command(job), raw if spec.stdout_is_gvcf else None, tmp / "log", spec)
+    return raw
+
+
+def _external_commands(
+    spec: CallerSpec, bam: Path, reference: Path, sample: str, n_shards: int, threads: int
+) -> list[str]:
+    """The commands of an external call as the header records them (placeholder paths)."""
+    work = Path("/nonexistent")
+    job = GvcfJob(bam, reference, sample, work / "SHARD.bed", work / "SHARD.g.vcf.gz",
+                  work / "SHARD.work", threads)  # fmt: skip
+    text = shown(spec.gvcf_command(job), work)
+    prefix = f"for SHARD in {n_shards} shards: " if n_shards > 1 else ""
+    return [prefix + text, "cohortflow repair_gvcf (covered runs, GT, GQ)"]
+
+
+def _repair_parts(
+    spec: CallerSpec, bam: Path, reference: Path, sample: str, parts: Sequence[Path], out: Path
+) -> None:
+    """Repair the external caller's shard gVCFs (in order) into one indexed BCF ``out``."""
     depth = DepthCounter(bam, reference, spec.min_mapq, spec.min_baseq)
     counts: Counter[str] = Counter()
     try:
-        with pysam.VariantFile(str(raw_parts[0])) as first:
+        with pysam.VariantFile(str(parts[0])) as first:
             header = prepare_header(first.header)
         with (
             pysam.FastaFile(str(reference)) as fasta,
-            pysam.VariantFile(str(call_bcf), "wb", header=header) as vout,
+            pysam.VariantFile(str(out), "wb", header=header) as vout,
         ):
-            counts.update(repair_gvcf(raw_parts, vout, depth, fasta))
+            counts.update(repair_gvcf(parts, vout, depth, fasta))
     finally:
         depth.close()
     log.info("%s gVCF repaired: %s", spec.name, dict(counts))
-    bcftools(["index", "-f", str(call_bcf)], f"indexing the {spec.name} calls of {sample}")
-    prefix = f"for SHARD in {len(shards)} shards: " if len(shards) > 1 else ""
-    return [prefix + shown_cmds[0], "cohortflow repair_gvcf (covered runs, GT, GQ)"]
+    bcftools(["index", "-f", str(out)], f"indexing the {spec.name} calls of {sample}")
 
 
 def _plain_fasta(reference: Path, tmp: Path) -> Path:

@@ -6,12 +6,14 @@ User errors (CohortflowError) print one message and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,13 @@ def _existing(path: str) -> Path:
 # -- validate / run / demo ---------------------------------------------------------------------
 
 
-def _validate(configfile: Path) -> dict[str, Any]:
+def _validate(
+    configfile: Path, snakemake_args: Sequence[str] = (), profile: str | None = None
+) -> dict[str, Any]:
     """Sheets and schemas, then preflight on every file the run names; return the config.
 
+    ``snakemake_args``/``profile``: what Snakemake will get (a missing caller or aligner
+    binary is fine with --sdm conda, or --sdm apptainer and calling.container).
     Raises CohortflowError (one line per problem) before anything is started.
     """
     from cohortflow.layout import RunPlan
@@ -52,7 +58,7 @@ def _validate(configfile: Path) -> dict[str, Any]:
     start = time.monotonic()
     run = load_run_config(load_config_file(configfile), base_dir=Path.cwd(), source=str(configfile))
     plan = RunPlan.from_run(run)
-    check_run(run)
+    check_run(run, snakemake_args=snakemake_args, profile=Path(profile) if profile else None)
     entries: dict[str, int] = {}
     for p in plan.plans:
         entries[p.entry] = entries.get(p.entry, 0) + 1
@@ -63,7 +69,8 @@ def _validate(configfile: Path) -> dict[str, Any]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    _validate(Path(args.configfile))
+    extra = [a for a in args.snakemake_args if a != "--"]
+    _validate(Path(args.configfile), extra, args.profile)
     return 0
 
 
@@ -116,9 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cohortflow.sheets import load_config_file, load_run_config
 
     configfile = Path(args.configfile)
-    config = _validate(configfile)
-    apply_umask(config["umask"])
     extra = [a for a in args.snakemake_args if a != "--"]
+    config = _validate(configfile, extra, args.profile)
+    apply_umask(config["umask"])
     run = load_run_config(load_config_file(configfile), base_dir=Path.cwd(), source=str(configfile))
     batch = run.config["cohort"]["batch"]
     runs = plan_batches(run.samples, batch, args.max_batch_samples)
@@ -225,8 +232,39 @@ def cmd_kb_build(args: argparse.Namespace) -> int:
     return 0
 
 
+class _NoPandas:
+    """A meta path finder under which ``import pandas`` fails (ModuleNotFoundError)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not used by this command", name=name)
+
+
+@contextlib.contextmanager
+def _lean_imports() -> Iterator[None]:
+    """Import, inside the block, the modules of a command that works on arrays, cheaply.
+
+    pyarrow imports pandas (~0.2 s) on its first array conversion only to learn whether its
+    inputs are pandas objects: here they never are, so ``import pandas`` is made to fail for
+    the rest of the process. numpy's OpenBLAS would start one spinning thread per core, which
+    such a command does not use. The cyclic garbage collector is paused while the imports
+    create their ~10^5 long-lived objects, which are then frozen out of later collections.
+    """
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from cohortflow.annotate import annotate_vcf
+    with _lean_imports():
+        from cohortflow.annotate import annotate_vcf
 
     audit = annotate_vcf(
         in_vcf=_existing(args.input),
@@ -368,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("validate", help="check the config, sheets and input files before a run")
     s.add_argument("--configfile", default="config/config.yaml")
+    s.add_argument("--profile", help="the Snakemake profile the run will use")
+    s.add_argument(
+        "snakemake_args",
+        nargs=argparse.REMAINDER,
+        help="-- then the Snakemake arguments the run will use (e.g. --sdm conda)",
+    )
     s.set_defaults(func=cmd_validate)
 
     kb = sub.add_parser("kb", help="knowledge-base commands")

@@ -198,13 +198,23 @@ def norm_sort(
     """
     normed = tmp_dir / "normed.bcf"
     norm_args = ["norm", "--no-version", "-m", "-any", "-f", str(reference), "-c", "e"]
-    norm_args += ["--threads", str(threads), "-Ob", "-o", str(normed), str(in_vcf)]
+    norm_args += [*threads_args(threads), "-Ob", "-o", str(normed), str(in_vcf)]
     bcftools(norm_args, what)
     sort_tmp = tmp_dir / "sort"
     sort_tmp.mkdir(exist_ok=True)
     sort_args = ["sort", "-T", str(sort_tmp), f"-O{out_type}", "-o", str(out), str(normed)]
     bcftools(sort_args, what)
     return f"bcftools norm --no-version -m -any -f {reference} -c e | bcftools sort"
+
+
+def threads_args(threads: int) -> list[str]:
+    """bcftools ``--threads`` for a job of ``threads`` cores: the extra compression threads.
+
+    bcftools' ``--threads N`` adds N worker threads to the one running the command; with one
+    core none is added (a pool of one costs ~12 ms per command, more than it saves on
+    small files).
+    """
+    return ["--threads", str(threads - 1)] if threads > 1 else []
 
 
 def index_vcf(vcf_gz: Path, tbi: Path, what: str) -> None:

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -627,11 +628,121 @@ def preflight(run: RunConfig, full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES) 
     return list(dict.fromkeys(problems))
 
 
-def check_run(run: RunConfig, full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES) -> None:
-    """Raise :class:`PreflightErrors` listing every problem :func:`preflight` finds."""
+def check_run(
+    run: RunConfig,
+    full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES,
+    snakemake_args: Sequence[str] = (),
+    profile: Path | None = None,
+) -> None:
+    """Raise :class:`PreflightErrors` listing every problem :func:`preflight` finds.
+
+    ``snakemake_args`` and ``profile`` are those the run will pass to Snakemake: they say
+    whether a binary missing here comes from a conda env or a container
+    (:func:`binary_problems`).
+    """
     problems = preflight(run, full_check_bytes)
+    problems += binary_problems(run, deployment_methods(snakemake_args, profile))
     if problems:
         raise PreflightErrors(problems)
+
+
+# --------------------------------------------------------------------------- tool binaries
+
+#: Binary each aligner choice runs (align.aligner); ``embedded`` needs none.
+ALIGNER_BINARIES = {"bwa": "bwa", "bwa-mem2": "bwa-mem2", "minimap2": "minimap2"}
+
+
+def deployment_methods(snakemake_args: Sequence[str], profile: Path | None = None) -> set[str]:
+    """Software deployment methods a Snakemake run uses: a subset of {'conda', 'apptainer'}.
+
+    In: the Snakemake arguments (``--sdm conda apptainer``, ``--sdm=conda``,
+    ``--software-deployment-method ...``, ``--use-conda``, ``--use-apptainer``,
+    ``--use-singularity``) and an optional profile folder whose config.yaml may set
+    ``software-deployment-method``/``sdm``/``use-conda``/``use-apptainer``.
+    """
+    methods: set[str] = set()
+    args = list(snakemake_args)
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--sdm", "--software-deployment-method"):
+            values = [value] if value else list(itertools.takewhile(
+                lambda a: not a.startswith("-"), args[i + 1 :]
+            ))  # fmt: skip
+            methods.update(v.lower() for v in values)
+        elif name == "--use-conda":
+            methods.add("conda")
+        elif name in ("--use-apptainer", "--use-singularity"):
+            methods.add("apptainer")
+    if profile is not None:
+        methods |= _profile_methods(Path(profile) / "config.yaml")
+    methods = {"apptainer" if m == "singularity" else m for m in methods}
+    return methods & {"conda", "apptainer"}
+
+
+def _profile_methods(config_yaml: Path) -> set[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(config_yaml.read_text()) if config_yaml.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return set()
+    if not isinstance(data, dict):
+        return set()
+    out: set[str] = set()
+    for key in ("software-deployment-method", "sdm"):
+        value = data.get(key)
+        values = value if isinstance(value, list) else [value] if value else []
+        out.update(str(v).lower() for v in values)
+    if data.get("use-conda"):
+        out.add("conda")
+    if data.get("use-apptainer") or data.get("use-singularity"):
+        out.add("apptainer")
+    return out
+
+
+def binary_problems(run: RunConfig, methods: set[str]) -> list[str]:
+    """One line per tool binary the run needs that is not on PATH and comes from nowhere else.
+
+    In: the validated run and its deployment methods (:func:`deployment_methods`). The
+    caller's binary (calling.caller other than bcftools, when a sample has reads) is fine on
+    PATH, with 'conda' (its envs/ file) or with 'apptainer' and calling.container set; the
+    aligner's (align.aligner other than embedded, when a sample is aligned) on PATH or with
+    'conda'.
+    """
+    from cohortflow.callers import get_caller
+
+    cfg = run.config
+    kinds = {u.kind for u in run.units}
+    realign = bool((cfg.get("align") or {}).get("realign", False))
+    aligned = "fastq" in kinds or (realign and bool(kinds & {"bam", "cram"}))
+    problems = []
+    caller = cfg["calling"]["caller"]
+    if caller != "bcftools" and kinds & {"fastq", "bam", "cram"}:
+        binary = get_caller(caller).binary
+        container = (cfg["calling"].get("container") or "").strip()
+        from_container = "apptainer" in methods and bool(container)
+        if shutil.which(binary) is None and "conda" not in methods and not from_container:
+            ways = (
+                f"pass `-- --sdm apptainer` to use calling.container ({container}), pass "
+                f"`-- --sdm conda` (envs/{caller}.yaml) or install it"
+                if container
+                else f"install it, pass `-- --sdm conda` (envs/{caller}.yaml), or set "
+                "calling.container to an image holding it and pass `-- --sdm apptainer`"
+            )
+            problems.append(
+                f"calling.caller is {caller} but `{binary}` is not on PATH and the run names no "
+                f"other way to get it: {ways}; or choose calling.caller: bcftools"
+            )
+    aligner = (cfg.get("align") or {}).get("aligner", "embedded")
+    if aligner in ALIGNER_BINARIES and aligned:
+        binary = ALIGNER_BINARIES[aligner]
+        if shutil.which(binary) is None and "conda" not in methods:
+            problems.append(
+                f"align.aligner is {aligner} but `{binary}` is not on PATH and the run names no "
+                f"other way to get it: install it or pass `-- --sdm conda` (envs/{aligner}.yaml); or "
+                "choose align.aligner: embedded"
+            )
+    return problems
 
 
 # --------------------------------------------------------------------------- run folder

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pysam
+
 from cohortflow.atomic import atomic_output
 from cohortflow.contigs import map_contigs
 from cohortflow.errors import CohortflowError
@@ -184,3 +186,39 @@ def write_bed(intervals: Sequence[Interval], path: Path) -> Path:
     with atomic_output(Path(path)) as tmp:
         tmp.write_text("".join(f"{i.contig}\t{i.start0}\t{i.end0}\n" for i in intervals))
     return Path(path)
+
+
+#: Shard ids are zero-padded to this many digits (the ``{shard}`` wildcard of the workflow).
+SHARD_ID_DIGITS = 5
+
+
+def shard_ids(reference: Path, size_bp: int, targets_bed: Path | None = None) -> list[str]:
+    """Ids (``"00000"``, ``"00001"``, ...) of the calling shards, for planning a workflow.
+
+    In: the FASTA (its ``.fai`` is made with pysam when missing and the folder is writable),
+    the shard size in bp (> 0) and an optional targets BED. Out: one id per shard of
+    :func:`calling_shards`, in order. Raises CohortflowError when the index cannot be made or
+    the size gives more shards than the ids can number (choose a larger size).
+    """
+    fai = Path(f"{reference}.fai")
+    if not fai.is_file():
+        _make_fai(Path(reference))
+    n = len(calling_shards(reference, size_bp, targets_bed))
+    if n >= 10**SHARD_ID_DIGITS:
+        raise CohortflowError(
+            f"calling.scatter_size {size_bp} bp cuts {targets_bed or reference} into {n} shards "
+            f"(at most {10**SHARD_ID_DIGITS - 1}); choose a larger calling.scatter_size"
+        )
+    return [f"{i:0{SHARD_ID_DIGITS}d}" for i in range(n)]
+
+
+def _make_fai(reference: Path) -> None:
+    """Create ``{reference}.fai`` (pysam); CohortflowError naming the command when it fails."""
+    log.info("%s: no .fai index; creating it", reference)
+    try:
+        pysam.faidx(str(reference))
+    except (OSError, pysam.SamtoolsError) as exc:
+        raise CohortflowError(
+            f"{reference}: no .fai index and it cannot be made ({str(exc).strip()[:120]}); "
+            f"create it with `samtools faidx {reference}` (bgzip the FASTA if it is plain gzip)"
+        ) from None

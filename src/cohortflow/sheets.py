@@ -23,8 +23,8 @@ INPUT_KINDS = ("fastq", "bam", "cram", "gvcf", "vcf")
 # Choices the schema names (DESIGN section 5) that this version can run. The others are refused
 # before any job rather than failing halfway through a run.
 AVAILABLE = {
-    ("align", "aligner"): ("embedded", "bwa", "minimap2"),
-    ("calling", "caller"): ("bcftools", "freebayes"),
+    ("align", "aligner"): ("embedded", "bwa", "bwa-mem2", "minimap2"),
+    ("calling", "caller"): ("bcftools", "freebayes", "gatk", "deepvariant"),
 }
 _INPUT_COLUMNS = ("fq1", "fq2", "bam", "cram", "gvcf", "vcf")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -14,6 +15,8 @@ from cohortflow.store import query
 TABLES = ("samples", "sample_qc", "variants", "genotypes")
 # rules that must each have run as SLURM jobs (per sample or once); grouped rules run as one job
 EXPECTED_RULES = {"align_reads", "qc_alignment", "call_variants", "build_kb", "aggregate_cohort"}
+# with calling.scatter_size, calling runs as one job per shard and one gather per sample
+SHARDED_RULES = (EXPECTED_RULES - {"call_variants"}) | {"call_shard", "gather_calls"}
 
 
 def sacct_jobs(since_epoch: int) -> list[tuple[str, str, str]]:
@@ -36,6 +39,11 @@ def sacct_jobs(since_epoch: int) -> list[tuple[str, str, str]]:
     return jobs
 
 
+def _names(comment: str, rule: str) -> bool:
+    """True when a job comment (``rule_{name}`` or ``rule_{name}_wildcards_...``) names ``rule``."""
+    return re.search(rf"rule_{re.escape(rule)}(_wildcards_|$|\s)", comment) is not None
+
+
 def table_rows(store: Path, table: str) -> list[tuple]:
     t = query(store, f"SELECT * FROM {table}")
     cols = sorted(c for c in t.column_names if c not in ("batch_time",))
@@ -49,7 +57,9 @@ def main() -> int:
     ap.add_argument("--local", type=Path, required=True)
     ap.add_argument("--cluster", type=Path, required=True)
     ap.add_argument("--samples", type=int, required=True)
+    ap.add_argument("--shards", type=int, default=0, help="calling shards per sample (0: none)")
     args = ap.parse_args()
+    expected = SHARDED_RULES if args.shards else EXPECTED_RULES
 
     jobs = sacct_jobs(args.sacct_since)
     states = Counter(state for _, state, _ in jobs)
@@ -57,8 +67,8 @@ def main() -> int:
     if not jobs or set(states) != {"COMPLETED"}:
         print("FAIL: every SLURM job must be COMPLETED in sacct", file=sys.stderr)
         return 1
-    per_rule = Counter(rule for _, _, comment in jobs for rule in EXPECTED_RULES if rule in comment)
-    missing = sorted(EXPECTED_RULES - set(per_rule))
+    per_rule = Counter(rule for _, _, comment in jobs for rule in expected if _names(comment, rule))
+    missing = sorted(expected - set(per_rule))
     if missing:
         print(f"FAIL: no SLURM job for rules {missing}; sacct shows: {jobs}", file=sys.stderr)
         return 1
@@ -66,6 +76,16 @@ def main() -> int:
     if per_rule["align_reads"] != args.samples:
         print(
             f"FAIL: {per_rule['align_reads']} align jobs for {args.samples} samples",
+            file=sys.stderr,
+        )
+        return 1
+    if args.shards and (
+        per_rule["call_shard"] != args.samples * args.shards
+        or per_rule["gather_calls"] != args.samples
+    ):
+        print(
+            f"FAIL: {per_rule['call_shard']} shard jobs and {per_rule['gather_calls']} gather "
+            f"jobs; expected {args.samples * args.shards} and {args.samples}",
             file=sys.stderr,
         )
         return 1

@@ -21,6 +21,18 @@ echo "[hpc] simulating a 3-sample cohort"
     --genome-length 300000 >/dev/null
 cp -r "$work/sim" "$work/local"
 cp -r "$work/sim" "$work/cluster"
+# the cluster run calls each sample in shards of 100 kb, one SLURM job per shard; its store
+# must still equal the local (unsharded) run's
+scatter_bp=100000
+"$py" - "$work/cluster/config.yaml" "$scatter_bp" <<'PY'
+import sys, yaml
+path, size = sys.argv[1], int(sys.argv[2])
+cfg = yaml.safe_load(open(path))
+cfg.setdefault("calling", {})["scatter_size"] = size
+yaml.safe_dump(cfg, open(path, "w"))
+PY
+shards=$("$py" -c "import sys; from cohortflow.scatter import calling_shards; print(len(calling_shards(sys.argv[1], int(sys.argv[2]))))" "$work/cluster/reference/genome.fa" "$scatter_bp")
+echo "[hpc] cluster run: calling in $shards shards per sample"
 
 echo "[hpc] local run"
 (cd "$work/local" && "$py" -m cohortflow.cli run --configfile config.yaml --cores 2 \
@@ -35,6 +47,6 @@ echo "[hpc] SLURM run took $(( $(date +%s) - start )) s"
 echo "[hpc] checking the jobs in sacct and the store"
 "$py" "$repo/tests/hpc/check_slurm_run.py" --sacct-since "$start" \
     --local "$work/local/results/cohort" --cluster "$work/cluster/results/cohort" \
-    --samples 3
+    --samples 3 --shards "$shards"
 rm -rf "$work/sim" "$work/local" "$work/cluster"
 echo "[hpc] PASSED"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pysam
 import pytest
 
-from cohortflow.call import call_sample, gather_shards, read_provenance
+from cohortflow.call import call_sample, call_shard, gather_calls, gather_shards, read_provenance
+from cohortflow.errors import CohortflowError
+from cohortflow.scatter import calling_shards
 
 REGION = ("chr20", 10_040_000, 10_070_000)  # 0-based half-open; 30 kb
 SHARD_BP = 4_000  # 8 shards, cuts inside long hom-ref blocks and next to variants
@@ -108,3 +110,41 @@ def test_freebayes_gathered_blocks_and_genotypes_equal_unsharded(inputs):
 
     # freebayes' QUAL depends slightly on the region it is given; genotypes, GQ and FILTER do not
     assert calls(whole[1]) == calls(sharded[1]) and len(calls(whole[1])) > 20
+
+
+def test_shard_jobs_then_gather_equal_the_unsharded_call(inputs):
+    """What the workflow runs with calling.scatter_size: call_shard per shard, gather_calls."""
+    whole = run(inputs, "whole_for_jobs", "bcftools", 0)
+    n = len(calling_shards(inputs["ref"], SHARD_BP, inputs["bed"]))
+    assert n == 8
+    parts = [inputs["out"] / "jobs" / f"{i:05d}.g.vcf.gz" for i in range(n)]
+    records = [
+        call_shard(inputs["bam"], inputs["ref"], "NA12878", i, n, SHARD_BP, part,
+                   targets_bed=inputs["bed"])
+        for i, part in enumerate(parts)
+    ]  # fmt: skip
+    # each shard's gVCF stays inside its shard; together they hold more records than the
+    # gathered gVCF (blocks cut at the shard borders are joined again)
+    assert all(r > 0 for r in records)
+    with pysam.VariantFile(str(parts[1])) as vf:
+        starts = [r.start for r in vf]
+    assert 10_044_000 <= min(starts) and max(starts) < 10_048_000
+    out = (inputs["out"] / "jobs.g.vcf.gz", inputs["out"] / "jobs.vcf.gz")
+    stats = gather_calls(inputs["bam"], inputs["ref"], "NA12878", parts, SHARD_BP, *out,
+                         targets_bed=inputs["bed"])  # fmt: skip
+    for a, b in zip(whole, out, strict=True):
+        assert lines(a) == lines(b)
+    assert stats["gvcf_blocks"] == 28 and sum(records) > stats["gvcf_blocks"]
+    assert read_provenance(out[1])["command"].startswith("for SHARD in 8 shards")
+    assert Path(f"{out[0]}.tbi").is_file() and Path(f"{out[1]}.tbi").is_file()
+
+
+def test_shard_plan_that_no_longer_matches_is_refused(inputs, tmp_path):
+    with pytest.raises(CohortflowError, match="gives 8 calling shards .* planned with 5"):
+        call_shard(inputs["bam"], inputs["ref"], "NA12878", 0, 5, SHARD_BP,
+                   tmp_path / "p.g.vcf.gz", targets_bed=inputs["bed"])  # fmt: skip
+    assert not (tmp_path / "p.g.vcf.gz").exists()
+    with pytest.raises(CohortflowError, match="planned with 2"):
+        gather_calls(inputs["bam"], inputs["ref"], "NA12878", [tmp_path / "a", tmp_path / "b"],
+                     SHARD_BP, tmp_path / "g.g.vcf.gz", tmp_path / "g.vcf.gz",
+                     targets_bed=inputs["bed"])  # fmt: skip

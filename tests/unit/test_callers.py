@@ -176,3 +176,29 @@ def test_freebayes_variants_have_gt_ad_dp_gq_and_provenance(freebayes_run):
     assert snv and snv[0].samples[0]["GT"] == (0, 1) and list(snv[0].filter.keys()) == ["PASS"]
     dels = [r for r in recs if (r.pos, r.ref, r.alts) == (10046178, "AAGAAAGAAAG", ("A",))]
     assert dels and dels[0].samples[0]["GT"] == (1, 1)
+
+
+def test_block_leaked_to_the_next_contig_is_moved_back_and_clipped(tmp_path):
+    """freebayes writes a contig's last block under the next contig's name."""
+    from cohortflow.callers.gvcf import _fix_leaked_block
+
+    fa = tmp_path / "ref.fa"
+    fa.write_text(">c1\n" + "A" * 1000 + "\n>c2\n" + "C" * 300 + "\n")
+    pysam.faidx(str(fa))
+    header = pysam.VariantHeader()
+    for name, length in (("c1", 1000), ("c2", 300)):
+        header.add_line(f"##contig=<ID={name},length={length}>")
+    header.add_sample("S")
+    with pysam.FastaFile(str(fa)) as fasta:
+        leaked = header.new_record(contig="c2", start=900, stop=1000, alleles=("A", "<*>"))
+        fixed = _fix_leaked_block(leaked, ("c1", 900), fasta)
+        assert fixed is not None and (fixed.chrom, fixed.start, fixed.stop) == ("c1", 900, 1000)
+        # a block running past its contig's end is clipped; one wholly beyond it is dropped
+        long = header.new_record(contig="c2", start=250, stop=400, alleles=("C", "<*>"))
+        clipped = _fix_leaked_block(long, ("c2", 250), fasta)
+        assert clipped is not None and (clipped.start, clipped.stop) == (250, 300)
+        beyond = header.new_record(contig="c2", start=500, stop=600, alleles=("C", "<*>"))
+        assert _fix_leaked_block(beyond, ("c2", 499), fasta) is None
+        normal = header.new_record(contig="c2", start=0, stop=50, alleles=("C", "<*>"))
+        kept = _fix_leaked_block(normal, ("c1", 1000), fasta)
+        assert kept is not None and (kept.chrom, kept.start, kept.stop) == ("c2", 0, 50)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from cohortflow.scatter import (
     calling_shards,
     make_shards,
     read_bed_intervals,
+    shard_ids,
     write_bed,
 )
 
@@ -84,3 +86,25 @@ def test_bad_bed_lines_and_foreign_contigs_are_refused(tmp_path):
         calling_shards(fa, 100, foreign)
     with pytest.raises(CohortflowError, match="no .fai"):
         calling_shards(tmp_path / "missing.fa", 100)
+
+
+def test_shard_ids_make_the_missing_fai_and_number_the_shards(tmp_path):
+    fa = fasta(tmp_path)
+    (tmp_path / "ref.fa.fai").unlink()
+    assert shard_ids(fa, 400) == ["00000", "00001", "00002", "00003"]  # 1500 bp / 400
+    assert (tmp_path / "ref.fa.fai").read_text().startswith("chr1\t1000\t")
+    bed = tmp_path / "t.bed"
+    bed.write_text("chr2\t100\t300\n")
+    assert shard_ids(fa, 150, bed) == ["00000", "00001"]
+
+
+def test_shard_ids_refuse_too_many_shards_and_an_unindexable_fasta(tmp_path):
+    big = tmp_path / "big.fa"
+    big.write_text(">c\n" + "ACGT" * 25_000 + "\n")  # 100 kb: 100000 shards of 1 bp
+    with pytest.raises(CohortflowError, match="100000 shards.*choose a larger calling.scatter"):
+        shard_ids(big, 1)
+    assert shard_ids(big, 2)[-1] == "49999"
+    gz = tmp_path / "plain.fa.gz"
+    gz.write_bytes(gzip.compress(b">c\nACGT\n"))
+    with pytest.raises(CohortflowError, match="no .fai index and it cannot be made"):
+        shard_ids(gz, 10)

@@ -183,11 +183,6 @@ def test_config_missing_required_section() -> None:
     assert "'knowledge_base' is required" in str(exc.value)
 
 
-def test_choice_not_available_in_this_version_is_refused_before_any_job(run_dir: Path) -> None:
-    problems = _problems(run_dir, _config(calling={"caller": "gatk"}))
-    assert any("'gatk' is not available in this version" in p for p in problems), problems
-
-
 def test_mixed_input_kinds_for_one_sample_refused(run_dir: Path) -> None:
     _write(run_dir / "x.bam", "x")
     _write(

@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from cohortflow import atomic, layout, paths, sheets
+from cohortflow import atomic, layout, paths, scatter, sheets
 from cohortflow import resources as RES
 from cohortflow.provenance import config_checksum
 
@@ -17,6 +17,14 @@ STORE = config["cohort"]["store"]
 BATCH = config["cohort"]["batch"]
 BATCH_MARKER = f"{STORE}/_batches/{BATCH}.json"
 CONFIG_SHA256 = config_checksum(config)
+# calling.scatter_size > 0: shard ids from the reference .fai (and the targets BED), so each
+# shard of each sample is its own job (call.smk); [] keeps one calling job per sample
+SHARDS = (
+    scatter.shard_ids(RUN.reference, config["calling"]["scatter_size"], config["targets"] or None)
+    if config["calling"]["scatter_size"] > 0 and any(p.has_reads for p in PLAN.plans)
+    else []
+)
+CALLING_CONTAINER = config["calling"]["container"] or None
 
 
 wildcard_constraints:
@@ -39,3 +47,9 @@ def mem_for(rule):
 def runtime_for(rule):
     """Cluster wall-time request (minutes) growing with the job's input size."""
     return lambda wc, input, attempt: RES.runtime_min(rule, input.size_mb, attempt)
+
+
+def shard_runtime_for(name):
+    """Wall-time request (minutes) of one calling shard: its share of the sample's input."""
+    n = max(len(SHARDS), 1)
+    return lambda wc, input, attempt: RES.runtime_min(name, input.size_mb / n, attempt)

@@ -146,6 +146,7 @@ def repair_gvcf(
     counts = {"blocks_in": 0, "blocks_out": 0, "block_bp_dropped": 0, "variants": 0}
     header = out_vcf.header
     pending: pysam.VariantRecord | None = None
+    last: tuple[str, int] | None = None  # (contig, 0-based end) of the previous record
 
     def flush() -> None:
         nonlocal pending
@@ -160,7 +161,12 @@ def repair_gvcf(
         except (OSError, ValueError) as exc:
             raise CohortflowError(f"{path}: the caller's gVCF cannot be read ({exc})") from None
         with vin:
-            for rec in vin:
+            for raw in vin:
+                rec = _fix_leaked_block(raw, last, fasta) if is_block(raw) else raw
+                if rec is None:
+                    counts["blocks_in"] += 1
+                    continue
+                last = (rec.chrom, rec.stop)
                 if not is_block(rec):
                     flush()
                     out_vcf.write(_with_gq(rec, header))
@@ -177,6 +183,31 @@ def repair_gvcf(
                         pending = new
     flush()
     return counts
+
+
+def _fix_leaked_block(
+    rec: pysam.VariantRecord, last: tuple[str, int] | None, fasta: pysam.FastaFile
+) -> pysam.VariantRecord | None:
+    """A block put back where it belongs; None when nothing of it lies on its contig.
+
+    freebayes (1.3.6) writes the last block of a contig after switching to the next one,
+    under the new contig's name but with the old contig's positions. Such a block (the first
+    record of a contig, starting where the previous contig's last record ended) is moved back
+    to the previous contig; any block is then clipped to its contig's length (bp).
+    """
+    if last is not None and rec.chrom != last[0] and rec.start == last[1]:
+        log.warning("%s:%d-%d: block leaked from %s; moved back", rec.chrom, rec.start + 1,
+                    rec.stop, last[0])  # fmt: skip
+        stop = rec.stop
+        rec.contig = last[0]
+        rec.stop = stop
+    length = fasta.get_reference_length(rec.chrom) if rec.chrom in fasta.references else None
+    if length is not None and rec.stop > length:
+        if rec.start >= length:
+            log.warning("%s:%d: block beyond the contig end dropped", rec.chrom, rec.start + 1)
+            return None
+        rec.stop = length
+    return rec
 
 
 def _with_gq(rec: pysam.VariantRecord, header: pysam.VariantHeader) -> pysam.VariantRecord:
