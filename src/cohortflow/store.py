@@ -2,7 +2,7 @@
 
 Layout under ``store/`` (DESIGN.md section 7), every file readable without cohortflow:
 
-- ``samples/{batch}.parquet``                      sample, sex, batch, coverage_source
+- ``samples/{batch}.parquet``                      sample, sex, batch, coverage_source, caller*
 - ``qc_metrics/{batch}.parquet``                   alignment QC of samples that came with a QC JSON
 - ``ref_blocks/{batch}.parquet``                   covered intervals (1-based, inclusive) per sample,
                                                    written sample by sample
@@ -89,6 +89,11 @@ SAMPLES_SCHEMA = pa.schema(
         ("sex", pa.string()),
         ("batch", pa.string()),
         ("coverage_source", pa.string()),  # "gvcf" or "vcf_records"
+        # from the sample's VCF header (##cohortflow_caller*, ##cohortflow_command); null for a
+        # VCF made elsewhere. Per sample, because batches may be called by different versions.
+        ("caller", pa.string()),
+        ("caller_version", pa.string()),
+        ("caller_command", pa.string()),
     ]
 )
 QC_METRICS_SCHEMA = pa.schema(
@@ -328,6 +333,7 @@ class ParsedVcf:
     ref_blocks: pa.Table
     allref_blocks: pa.Table
     n_records: int
+    provenance: dict[str, str] = field(default_factory=dict)  # caller, caller_version, command
 
 
 @dataclass
@@ -338,6 +344,7 @@ class SampleData:
     calls: pa.Table  # CALLS_SCHEMA
     blocks: pa.Table  # BLOCKS_SCHEMA
     qc: dict[str, Any] | None
+    provenance: dict[str, str] = field(default_factory=dict)  # from the VCF header
 
 
 @dataclass
@@ -376,9 +383,20 @@ def _parse_gt(text: str, path: Path) -> tuple[tuple[int | None, ...], bool]:
     return alleles, "|" in text
 
 
-def _header(path: Path, what: str) -> tuple[str, dict[str, str], bool, frozenset[str]]:
-    """(sample name, annotation INFO key -> Number, is BCF, declared contigs) from the header,
-    read by htslib."""
+# header keys written by cohortflow.call -> provenance keys
+_PROVENANCE_KEYS = {
+    "cohortflow_caller": "caller",
+    "cohortflow_caller_version": "caller_version",
+    "cohortflow_command": "command",
+}
+
+
+def _header(
+    path: Path, what: str
+) -> tuple[str, dict[str, str], bool, frozenset[str], dict[str, str]]:
+    """(sample name, annotation INFO key -> Number, is BCF, declared contigs, provenance) from
+    the header, read by htslib. provenance: caller, caller_version and command from the
+    ``##cohortflow_*`` lines cohortflow's calling writes ({} for a VCF made elsewhere)."""
     if not path.is_file():
         raise CohortflowError(f"{path}: {what} not found; check the path given for this sample")
     previous = pysam.set_verbosity(0)  # htslib warns about a missing index we do not need
@@ -392,6 +410,11 @@ def _header(path: Path, what: str) -> tuple[str, dict[str, str], bool, frozenset
             }
             is_bcf = bool(vf.is_bcf)
             contigs = frozenset(str(c) for c in vf.header.contigs)
+            provenance = {
+                _PROVENANCE_KEYS[r.key]: str(r.value)
+                for r in vf.header.records
+                if r.key in _PROVENANCE_KEYS and r.value is not None
+            }
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{path}: cannot read {what} ({exc}); check it is a VCF") from None
     finally:
@@ -401,7 +424,7 @@ def _header(path: Path, what: str) -> tuple[str, dict[str, str], bool, frozenset
             f"{path}: {what} has {len(samples)} samples, expected exactly 1; "
             "split it per sample (bcftools view -s)"
         )
-    return samples[0], numbers, is_bcf, contigs
+    return samples[0], numbers, is_bcf, contigs, provenance
 
 
 def _text_stream(path: Path, is_bcf: bool, tmpdir: Path) -> tuple[Path, str | None]:
@@ -778,7 +801,7 @@ def parse_vcf(path: Path, what: str = "VCF") -> ParsedVcf:
     missing, truncated, unsorted or malformed file.
     """
     path = Path(path)
-    sample_name, numbers, is_bcf, contigs = _header(path, what)
+    sample_name, numbers, is_bcf, contigs, provenance = _header(path, what)
     state = _ReadState(path=path, what=what, info_numbers=numbers, contigs=contigs)
     parts: list[tuple[pa.Table, ...]] = []
     n_records = 0
@@ -812,7 +835,7 @@ def parse_vcf(path: Path, what: str = "VCF") -> ParsedVcf:
         pa.concat_tables([p[i] for p in parts]) if parts else schemas[i].empty_table()
         for i in range(4)
     ]
-    return ParsedVcf(sample_name, tables[0], tables[1], tables[2], tables[3], n_records)
+    return ParsedVcf(sample_name, tables[0], tables[1], tables[2], tables[3], n_records, provenance)
 
 
 def read_qc_json(path: Path, sample: str) -> dict[str, Any]:
@@ -1969,7 +1992,7 @@ def read_sample(inp: SampleInput) -> SampleData:
             )
         blocks = pa.concat_tables([vcf.called_blocks, g.ref_blocks, g.allref_blocks])
     qc = read_qc_json(Path(inp.qc_json), inp.sample) if inp.qc_json is not None else None
-    return SampleData(inp=inp, calls=vcf.calls, blocks=blocks, qc=qc)
+    return SampleData(inp=inp, calls=vcf.calls, blocks=blocks, qc=qc, provenance=vcf.provenance)
 
 
 @dataclass
@@ -1982,6 +2005,7 @@ class _Spilled:
     spill: _Spill
     calls_at: tuple[int, int]
     blocks_at: tuple[int, int]
+    provenance: dict[str, str]
 
     def table(self, which: str, contig: str | None = None) -> pa.Table:
         table = self.spill.read(which, *(self.calls_at if which == "calls" else self.blocks_at))
@@ -2044,7 +2068,7 @@ def _read_batch_inputs(
         data = read_sample(inp)
         calls_at = files.append("calls", data.calls)
         blocks_at = files.append("blocks", data.blocks)
-        spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at))
+        spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at, data.provenance))
         pending.append(data.calls.select(keys))
         if sum(t.num_rows for t in pending) > 1 << 20:
             sites = pa.concat_tables([sites, *pending]).group_by(keys).aggregate([])
@@ -2243,6 +2267,9 @@ def _append(
             "coverage_source": [
                 "gvcf" if s.inp.gvcf is not None else "vcf_records" for s in spilled
             ],
+            "caller": [s.provenance.get("caller") for s in spilled],
+            "caller_version": [s.provenance.get("caller_version") for s in spilled],
+            "caller_command": [s.provenance.get("command") for s in spilled],
         },
         schema=SAMPLES_SCHEMA,
     )

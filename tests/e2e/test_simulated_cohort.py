@@ -112,3 +112,25 @@ def test_query_cli_answers_over_the_four_tables(
     assert qc.column("sample").to_pylist() == cohort_run.samples
     for cov in qc.column("mean_coverage").to_pylist():
         assert 24 < cov < 34
+
+
+def test_store_carries_each_samples_caller_version_and_command(
+    cohort_run: SimulatedCohort,
+) -> None:
+    store = cohort_run.outdir / "results" / "cohort"
+    rows = query(
+        store, "SELECT sample, caller, caller_version, caller_command FROM samples ORDER BY sample"
+    ).to_pylist()
+    assert [r["sample"] for r in rows] == cohort_run.samples
+    for row in rows:
+        vcf = cohort_run.outdir / "results" / "calls" / f"{row['sample']}.vcf.gz"
+        with pysam.VariantFile(str(vcf)) as vf:
+            header = {r.key: r.value for r in vf.header.records if r.key.startswith("cohortflow_")}
+        assert row["caller"] == "bcftools"
+        assert row["caller_version"] == header["cohortflow_caller_version"]
+        assert row["caller_version"][0].isdigit()
+        assert row["caller_command"] == header["cohortflow_command"]
+        # the sample's own BAM, never another sample's
+        assert f"results/align/{row['sample']}.bam" in row["caller_command"]
+        others = [s for s in cohort_run.samples if s != row["sample"]]
+        assert not any(f"{s}.bam" in row["caller_command"] for s in others)
