@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -414,11 +415,17 @@ def _finish_calls(
 def provenance_lines(
     commands: Sequence[str], caller: str = CALLER, version: str | None = None
 ) -> list[str]:
-    """Header lines recording the caller, its version and the commands that were run."""
+    """Header lines recording the caller, its version and the commands that were run.
+
+    Paths under the working directory (the run folder) are shown relative to it, so the same
+    run in another folder records the same command (the store keeps it per sample).
+    """
+    here = f"{os.getcwd()}/"
+    command = " ; ".join(commands).replace(here, "")
     return [
         f"##cohortflow_caller={caller}",
         f"##cohortflow_caller_version={version or caller_version()}",
-        f"##cohortflow_command={' ; '.join(commands)}",
+        f"##cohortflow_command={command}",
     ]
 
 
