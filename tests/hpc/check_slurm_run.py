@@ -44,9 +44,9 @@ def _names(comment: str, rule: str) -> bool:
     return re.search(rf"rule_{re.escape(rule)}(_wildcards_|$|\s)", comment) is not None
 
 
-def table_rows(store: Path, table: str) -> list[tuple]:
+def table_rows(store: Path, table: str, skip: tuple[str, ...] = ()) -> list[tuple]:
     t = query(store, f"SELECT * FROM {table}")
-    cols = sorted(c for c in t.column_names if c not in ("batch_time",))
+    cols = sorted(c for c in t.column_names if c not in ("batch_time", *skip))
     rows = zip(*(t.column(c).to_pylist() for c in cols), strict=True)
     return sorted(rows, key=repr)
 
@@ -90,8 +90,19 @@ def main() -> int:
         )
         return 1
 
+    # a sharded run records its sharded command per sample: the rest of the table must match
+    skip = ("caller_command",) if args.shards else ()
+    if args.shards:
+        commands = query(args.cluster, "SELECT caller_command FROM samples").column(0)
+        for command in commands.to_pylist():
+            if f"for SHARD in {args.shards} shards:" not in (command or ""):
+                print(
+                    f"FAIL: caller_command does not record the shards: {command}", file=sys.stderr
+                )
+                return 1
     for table in TABLES:
-        local, cluster = table_rows(args.local, table), table_rows(args.cluster, table)
+        local = table_rows(args.local, table, skip)
+        cluster = table_rows(args.cluster, table, skip)
         if local != cluster:
             print(
                 f"FAIL: table {table} differs ({len(local)} local rows, {len(cluster)} "
