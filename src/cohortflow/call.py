@@ -34,6 +34,7 @@ from cohortflow.errors import CohortflowError
 from cohortflow.normalize import index_vcf, norm_sort, ref_mismatches, threads_args
 from cohortflow.scatter import Shard, boundaries, calling_shards, write_bed
 from cohortflow.tools import bcftools
+from cohortflow.vcfinfo import PROVENANCE_HEADERS, header_provenance
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +208,16 @@ def call_sample(
     min_gq: int = 20,
     targets_bed: Path | None = None,
     caller: str = CALLER,
-    scatter_bp: int = 0,
 ) -> dict[str, int]:
-    """Call variants of one sample; write its gVCF and its normalized variant VCF.
+    """Call variants of one sample in one piece; write its gVCF and normalized variant VCF.
 
     In: an indexed, coordinate-sorted BAM/CRAM of one sample whose read-group SM is ``sample``
     (a BAM without read groups is called as ``sample``), the indexed FASTA it was aligned to,
     the output paths (``.g.vcf.gz`` and ``.vcf.gz``; each gets a ``.tbi``), the FILTER
     thresholds (QUAL phred, FORMAT/DP reads, FORMAT/GQ phred), an optional BED (0-based)
     restricting calling, the caller (``bcftools`` embedded, or ``freebayes``/``gatk``/
-    ``deepvariant`` found on PATH) and the scatter size (bp per shard; 0: no sharding; the
-    gathered result is the unsharded one). Out: counts (gVCF blocks and records, variants by
+    ``deepvariant`` found on PATH). Sharded calling is :func:`call_shard` per shard, then
+    :func:`gather_calls`, which gives the same records. Out: counts (gVCF blocks and records, variants by
     type and filter). The four files appear together, atomically. Raises CohortflowError on a
     sample-name mismatch, a missing index or binary, contigs foreign to the reference or a
     REF mismatch.
@@ -229,11 +229,8 @@ def call_sample(
     with tempfile.TemporaryDirectory(prefix=".tmp.call.", dir=out_gvcf.parent) as tmp_name:
         call_bcf = Path(tmp_name) / "call.bcf"
         if spec is not None:
-            shards = calling_shards(reference, scatter_bp, targets_bed)
+            shards = calling_shards(reference, 0, targets_bed)
             commands = _run_external(spec, bam, reference, sample, shards, threads, call_bcf)
-        elif scatter_bp > 0:
-            shards = calling_shards(reference, scatter_bp, targets_bed)
-            commands = _run_bcftools_shards(bam, reference, sample, sm, shards, threads, call_bcf)
         else:
             commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
         version = caller_version() if spec is None else _external_version(spec)
@@ -422,11 +419,8 @@ def provenance_lines(
     """
     here = f"{os.getcwd()}/"
     command = " ; ".join(commands).replace(here, "")
-    return [
-        f"##cohortflow_caller={caller}",
-        f"##cohortflow_caller_version={version or caller_version()}",
-        f"##cohortflow_command={command}",
-    ]
+    values = {"caller": caller, "caller_version": version or caller_version(), "command": command}
+    return [f"##{key}={values[name]}" for key, name in PROVENANCE_HEADERS.items()]
 
 
 def read_provenance(vcf: Path) -> dict[str, str]:
@@ -434,14 +428,8 @@ def read_provenance(vcf: Path) -> dict[str, str]:
 
     Keys whose header line is absent are left out (e.g. a VCF from elsewhere gives ``{}``).
     """
-    keys = {"cohortflow_caller": "caller", "cohortflow_caller_version": "caller_version"}
-    keys["cohortflow_command"] = "command"
-    out: dict[str, str] = {}
     with pysam.VariantFile(str(vcf)) as vf:
-        for rec in vf.header.records:
-            if rec.key in keys and rec.value is not None:
-                out[keys[rec.key]] = str(rec.value)
-    return out
+        return header_provenance(vf.header.records)
 
 
 def _run_caller(
@@ -479,30 +467,6 @@ def _rg_map(bam: Path, sample: str, sm: str | None, tmp: Path) -> Path | None:
     rg_map = tmp / "read_groups.txt"
     rg_map.write_text(f"*\t{bam}\t{sample}\n")
     return rg_map
-
-
-def _run_bcftools_shards(
-    bam: Path,
-    reference: Path,
-    sample: str,
-    sm: str | None,
-    shards: Sequence[Shard],
-    threads: int,
-    call_bcf: Path,
-) -> list[str]:
-    """mpileup + call per shard, then :func:`gather_shards` into ``call_bcf``; the commands."""
-    tmp = call_bcf.parent
-    parts = []
-    for i, shard in enumerate(shards):
-        work = tmp / f"shard{i:05d}"
-        work.mkdir()
-        part = tmp / f"shard{i:05d}.call.bcf"
-        _bcftools_shard(bam, reference, sample, sm, shard, work, part, "b")
-        parts.append(part)
-    gather_shards(parts, boundaries(shards), call_bcf)
-    bcftools(["index", "-f", str(call_bcf)], f"calling {sample} from {bam}")
-    rg_map = Path("read_groups.txt") if sm is None else None
-    return _bcftools_shard_commands(bam, reference, rg_map, len(shards))
 
 
 def _bcftools_shard(

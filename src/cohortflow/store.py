@@ -383,14 +383,6 @@ def _parse_gt(text: str, path: Path) -> tuple[tuple[int | None, ...], bool]:
     return alleles, "|" in text
 
 
-# header keys written by cohortflow.call -> provenance keys
-_PROVENANCE_KEYS = {
-    "cohortflow_caller": "caller",
-    "cohortflow_caller_version": "caller_version",
-    "cohortflow_command": "command",
-}
-
-
 def _header(
     path: Path, what: str
 ) -> tuple[str, dict[str, str], bool, frozenset[str], dict[str, str]]:
@@ -410,11 +402,7 @@ def _header(
             }
             is_bcf = bool(vf.is_bcf)
             contigs = frozenset(str(c) for c in vf.header.contigs)
-            provenance = {
-                _PROVENANCE_KEYS[r.key]: str(r.value)
-                for r in vf.header.records
-                if r.key in _PROVENANCE_KEYS and r.value is not None
-            }
+            provenance = vcfinfo.header_provenance(vf.header.records)
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{path}: cannot read {what} ({exc}); check it is a VCF") from None
     finally:

@@ -6,6 +6,9 @@ split, so one ALT per record), these INFO fields. The store reads them back by t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 # ClinVar, from the knowledge base (kb build); absent when the allele is not in ClinVar.
 CLNSIG = (
     "CLNSIG"  # String: significance as ClinVar writes it, e.g. "Pathogenic", "Likely_pathogenic"
@@ -36,6 +39,24 @@ ANNOTATION_FIELDS = (
 )
 
 PATHOGENIC_CLASSES = ("Pathogenic", "Likely_pathogenic", "Pathogenic/Likely_pathogenic")
+
+# Header lines (``##key=value``) that calling writes into both VCFs of a sample, and the names
+# they are read back as (store ``samples`` columns caller, caller_version, caller_command).
+PROVENANCE_HEADERS = {
+    "cohortflow_caller": "caller",
+    "cohortflow_caller_version": "caller_version",
+    "cohortflow_command": "command",
+}
+
+
+def header_provenance(records: Iterable[Any]) -> dict[str, str]:
+    """``{"caller", "caller_version", "command"}`` from VCF header records (objects with
+    ``.key`` and ``.value``, e.g. pysam's ``header.records``); absent lines are left out."""
+    return {
+        PROVENANCE_HEADERS[r.key]: str(r.value)
+        for r in records
+        if r.key in PROVENANCE_HEADERS and r.value is not None
+    }
 
 
 def variant_id(contig: str, pos1: int, ref: str, alt: str) -> str:

@@ -31,11 +31,20 @@ def inputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def run(inputs: dict[str, Path], name: str, caller: str, scatter_bp: int) -> tuple[Path, Path]:
+    """One call_sample (scatter_bp 0), or what the workflow runs: call_shard per shard, then
+    gather_calls."""
     gvcf, vcf = inputs["out"] / f"{name}.g.vcf.gz", inputs["out"] / f"{name}.vcf.gz"
-    call_sample(
-        inputs["bam"], inputs["ref"], "NA12878", gvcf, vcf,
-        targets_bed=inputs["bed"], caller=caller, scatter_bp=scatter_bp,
-    )  # fmt: skip
+    if scatter_bp == 0:
+        call_sample(inputs["bam"], inputs["ref"], "NA12878", gvcf, vcf,
+                    targets_bed=inputs["bed"], caller=caller)  # fmt: skip
+        return gvcf, vcf
+    n = len(calling_shards(inputs["ref"], scatter_bp, inputs["bed"]))
+    parts = [inputs["out"] / f"{name}.parts" / f"{i:05d}.g.vcf.gz" for i in range(n)]
+    for i, part in enumerate(parts):
+        call_shard(inputs["bam"], inputs["ref"], "NA12878", i, n, scatter_bp, part,
+                   targets_bed=inputs["bed"], caller=caller)  # fmt: skip
+    gather_calls(inputs["bam"], inputs["ref"], "NA12878", parts, scatter_bp, gvcf, vcf,
+                 targets_bed=inputs["bed"], caller=caller)  # fmt: skip
     return gvcf, vcf
 
 
