@@ -339,6 +339,30 @@ def test_two_threads_give_the_same_files_and_cram_input(tiny_bam: dict, tmp_path
     assert not [p for p in (tmp_path / "3").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_stats_child_failures_become_errors_and_no_output(
+    tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two threads stats runs in a forked child: its error, or its death, stops the QC."""
+    import signal
+
+    import cohortflow.qc as qc
+
+    def fails(bam: Path, reference: Path) -> str:
+        raise CohortflowError(f"samtools stats of {bam}: truncated file")
+
+    def dies(bam: Path, reference: Path) -> str:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return ""
+
+    for fake, expected in ((fails, "truncated file"), (dies, "killed by signal 9")):
+        monkeypatch.setattr(qc, "_samtools_stats", fake)
+        out = tmp_path / fake.__name__
+        with pytest.raises(CohortflowError, match=expected):
+            compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", out / "S.qc.json", out,
+                       QcThresholds(), threads=2)  # fmt: skip
+        assert not list(out.iterdir())  # no JSON, no MultiQC file, no temporary folder
+
+
 def test_multiqc_reads_the_qc_files(tiny_bam: dict, tmp_path: Path) -> None:
     import shutil
     import subprocess
