@@ -9,7 +9,9 @@ read names prefixed; built once in --workdir, untimed). Per repeat it times
 - ``compute_qc`` (in-process: flagstat, idxstats, samtools stats, coverage over the targets
   BED, JSON and the MultiQC files) with threads=1 and threads=2,
 
-and prints every time, the best-of and spread, and the ratios of the best times.
+interleaved, and prints every time, the best and median wall time, the median CPU time (user +
+sys, children included), and the ratios: of the best times, the median of each round's ratio
+(robust to a busy spell on a shared machine), and of the median CPU times.
 
 Usage: .venv/bin/python bench/bench_qc.py [--copies 10] [--repeats 3] [--workdir DIR]
 """
@@ -17,7 +19,10 @@ Usage: .venv/bin/python bench/bench_qc.py [--copies 10] [--repeats 3] [--workdir
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -55,20 +60,31 @@ def build_input(workdir: Path, copies: int) -> tuple[Path, Path]:
     return big, bed
 
 
-def time_samtools_stats(bam: Path) -> float:
-    start = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds (user + sys) of this process and its reaped children so far."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def time_samtools_stats(bam: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one ``samtools stats``."""
+    cpu, start = _cpu(), time.perf_counter()
     if shutil.which("samtools"):
         subprocess.run(["samtools", "stats", str(bam)], stdout=subprocess.DEVNULL, check=True)
     else:
         pysam.samtools.stats(str(bam))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
-def time_qc(bam: Path, bed: Path, out: Path, threads: int) -> float:
-    start = time.perf_counter()
+def time_qc(bam: Path, bed: Path, out: Path, threads: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of one ``compute_qc``."""
+    cpu, start = _cpu(), time.perf_counter()
     compute_qc(bam, REF, "S", out / "S.qc.json", out, QcThresholds(), targets_bed=bed,
                threads=threads)  # fmt: skip
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
 def main() -> None:
@@ -78,18 +94,31 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cohortflow_bench_qc"))
     args = ap.parse_args()
     bam, bed = build_input(args.workdir, args.copies)
-    times: dict[str, list[float]] = {"samtools stats": [], "qc threads=1": [], "qc threads=2": []}
-    for _ in range(args.repeats):
-        times["samtools stats"].append(time_samtools_stats(bam))
-        times["qc threads=1"].append(time_qc(bam, bed, args.workdir / "qc1", 1))
-        times["qc threads=2"].append(time_qc(bam, bed, args.workdir / "qc2", 2))
-    print(f"input: {bam} ({args.copies} x {BAM.name})")
-    for name, ts in times.items():
-        print(f"{name:15s} best {min(ts):.3f} s  spread {max(ts) - min(ts):.3f} s  "
+    names = ("samtools stats", "qc threads=1", "qc threads=2")
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.repeats):  # interleaved, so a busy spell hits all three alike
+        for name, (w, c) in zip(names, (
+            time_samtools_stats(bam),
+            time_qc(bam, bed, args.workdir / "qc1", 1),
+            time_qc(bam, bed, args.workdir / "qc2", 2),
+        ), strict=True):  # fmt: skip
+            wall[name].append(w)
+            cpu[name].append(c)
+    print(f"input: {bam} ({args.copies} x {BAM.name}); load average {os.getloadavg()[0]:.2f}")
+    for name in names:
+        ts = wall[name]
+        print(f"{name:15s} best {min(ts):.3f} s  median {statistics.median(ts):.3f} s  "
+              f"CPU median {statistics.median(cpu[name]):.3f} s  "
               f"all {', '.join(f'{t:.3f}' for t in ts)}")  # fmt: skip
-    base = min(times["samtools stats"])
-    for name in ("qc threads=1", "qc threads=2"):
-        print(f"ratio {name} / samtools stats: {min(times[name]) / base:.2f}x")
+    base = wall["samtools stats"]
+    for name in names[1:]:
+        pairwise = [t / b for t, b in zip(wall[name], base, strict=True)]
+        print(
+            f"ratio {name} / samtools stats: best {min(wall[name]) / min(base):.2f}x, "
+            f"median of same-round ratios {statistics.median(pairwise):.2f}x, CPU "
+            f"{statistics.median(cpu[name]) / statistics.median(cpu[names[0]]):.2f}x"
+        )
 
 
 if __name__ == "__main__":

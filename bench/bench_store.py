@@ -21,6 +21,7 @@ Needs bcftools on PATH (Debian package) for the peer; without it only cohortflow
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ import pysam
 
 BASES = np.array(list("ACGT"))
 CONTIG = "chr1"
+# bump when generate() changes what it writes: a kept cohort made by another version is remade
+GENERATOR_VERSION = 2
 
 
 def _write_reference(path: Path, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +55,10 @@ def generate(workdir: Path, n_samples: int, n_variants: int, seed: int = 7) -> l
 
     Sites: ``n_variants`` biallelic SNVs at distinct positions (about one per 100 bp), alternate
     allele frequency ~ Beta(0.1, 2) (most variants rare), diploid genotypes in HWE. Each sample
-    has 10 coverage gaps of 2-20 kb: its genotypes there are no-calls.
+    has 10 coverage gaps of 2-20 kb: its genotypes there are no-calls. Every site has at least
+    one carrier (a sample drawn per site, made heterozygous there if HWE gave it none and
+    covered at that position), so the cohort has exactly ``n_variants`` variants whatever the
+    number of samples, and cohorts of different sizes differ in samples only.
     """
     rng = np.random.default_rng(seed)
     length = n_variants * 100 + 1000
@@ -76,14 +82,18 @@ def generate(workdir: Path, n_samples: int, n_variants: int, seed: int = 7) -> l
     )
     paths = []
     gt_text = {1: "0/1", 2: "1/1"}
+    designated = rng.integers(0, n_samples, n_variants)  # per site: a sample sure to carry it
     for k in range(n_samples):
         sample = f"S{k:05d}"
         gts = (rng.random(n_variants) < af).astype(int) + (rng.random(n_variants) < af)
+        mine = np.flatnonzero(designated == k)
+        gts[mine] = np.maximum(gts[mine], 1)
         gap_starts = rng.integers(1, length, 10)
         gap_ends = gap_starts + rng.integers(2000, 20000, 10)
         covered = np.ones(length + 2, dtype=bool)
         for s, e in zip(gap_starts, gap_ends, strict=True):
             covered[s : e + 1] = False
+        covered[pos1[mine]] = True  # the designated carrier has a call there, even in a gap
         covered[0] = covered[length + 1] = False
         carried = np.flatnonzero((gts > 0) & covered[pos1])
         lines = [header, f"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t{sample}"]
@@ -160,16 +170,26 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="reuse/generate the cohort here")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--generate-only", action="store_true", help="make the cohort, time nothing")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_store."))
     work.mkdir(parents=True, exist_ok=True)
     gvcfs = sorted(work.glob("S*.g.vcf.gz"))
-    if len(gvcfs) != args.samples:
+    # what the cohort in the folder was made with: reuse it only when it matches
+    marker = work / "cohort.json"
+    made_with = json.dumps(
+        {"samples": args.samples, "variants": args.variants, "generator": GENERATOR_VERSION}
+    )
+    if len(gvcfs) != args.samples or not marker.is_file() or marker.read_text() != made_with:
         t0 = time.perf_counter()
+        marker.unlink(missing_ok=True)
         for p in work.glob("S*.g.vcf.gz*"):
             p.unlink()
         gvcfs = generate(work, args.samples, args.variants)
+        marker.write_text(made_with)
         print(f"generated {len(gvcfs)} gVCFs in {time.perf_counter() - t0:.1f} s under {work}")
+    if args.generate_only:
+        return
     listing = work / "gvcfs.txt"
     listing.write_text("\n".join(str(p) for p in gvcfs) + "\n")
     cohortflow = Path(sys.executable).with_name("cohortflow")
