@@ -17,5 +17,6 @@ with rule_logging(sm.log[0]):
         out_part=Path(sm.output.part),
         targets_bed=Path(sm.input.targets[0]) if sm.input.targets else None,
         caller=sm.params.caller,
+        caller_fasta=Path(sm.input.caller_fasta),
         threads=sm.threads,
     )

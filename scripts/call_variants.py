@@ -19,4 +19,5 @@ with rule_logging(sm.log[0]):
         min_gq=int(sm.params.min_gq),
         targets_bed=Path(sm.input.targets[0]) if sm.input.targets else None,
         caller=sm.params.caller,
+        caller_fasta=Path(sm.input.caller_fasta),
     )

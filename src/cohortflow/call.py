@@ -208,6 +208,7 @@ def call_sample(
     min_gq: int = 20,
     targets_bed: Path | None = None,
     caller: str = CALLER,
+    caller_fasta: Path | None = None,
 ) -> dict[str, int]:
     """Call variants of one sample in one piece; write its gVCF and normalized variant VCF.
 
@@ -216,7 +217,9 @@ def call_sample(
     the output paths (``.g.vcf.gz`` and ``.vcf.gz``; each gets a ``.tbi``), the FILTER
     thresholds (QUAL phred, FORMAT/DP reads, FORMAT/GQ phred), an optional BED (0-based)
     restricting calling, the caller (``bcftools`` embedded, or ``freebayes``/``gatk``/
-    ``deepvariant`` found on PATH). Sharded calling is :func:`call_shard` per shard, then
+    ``deepvariant`` found on PATH) and, for a caller that cannot read a bgzipped FASTA, an
+    uncompressed copy of the reference (:func:`write_plain_fasta`; None: one is made in the
+    scratch folder). Sharded calling is :func:`call_shard` per shard, then
     :func:`gather_calls`, which gives the same records. Out: counts (gVCF blocks and records, variants by
     type and filter). The four files appear together, atomically. Raises CohortflowError on a
     sample-name mismatch, a missing index or binary, contigs foreign to the reference or a
@@ -230,7 +233,8 @@ def call_sample(
         call_bcf = Path(tmp_name) / "call.bcf"
         if spec is not None:
             shards = calling_shards(reference, 0, targets_bed)
-            commands = _run_external(spec, bam, reference, sample, shards, threads, call_bcf)
+            fasta = _caller_fasta(spec, reference, caller_fasta, Path(tmp_name))
+            commands = _run_external(spec, bam, reference, fasta, sample, shards, threads, call_bcf)
         else:
             commands = _run_caller(bam, reference, sample, sm, targets_bed, threads, call_bcf)
         version = caller_version() if spec is None else _external_version(spec)
@@ -253,10 +257,11 @@ def call_shard(
     targets_bed: Path | None = None,
     caller: str = CALLER,
     threads: int = 1,
+    caller_fasta: Path | None = None,
 ) -> int:
     """Call one shard of one sample: the raw caller gVCF of that shard, for :func:`gather_calls`.
 
-    In: the inputs of :func:`call_sample`, the shard's 0-based index among the ``n_shards``
+    In: the inputs of :func:`call_sample` (``caller_fasta`` as there), the shard's 0-based index among the ``n_shards``
     shards that :func:`cohortflow.scatter.calling_shards` cuts from the reference (or the
     targets BED) at ``scatter_bp`` bp, and the output (bgzip VCF, ``.g.vcf.gz``). Out: the
     output's record count. The output (with a ``.csi`` index next to it) is the caller's own
@@ -277,7 +282,7 @@ def call_shard(
         if spec is None:
             _bcftools_shard(bam, reference, sample, sm, shard, tmp, tmp_out, "z")
         else:
-            fasta = _plain_fasta(reference, tmp) if spec.plain_fasta else reference
+            fasta = _caller_fasta(spec, reference, caller_fasta, tmp)
             raw = _external_shard(spec, bam, fasta, sample, shard, threads, tmp)
             if raw.name.endswith(".gz"):
                 shutil.move(raw, tmp_out)
@@ -581,6 +586,7 @@ def _run_external(
     spec: CallerSpec,
     bam: Path,
     reference: Path,
+    fasta: Path,
     sample: str,
     shards: Sequence[Shard],
     threads: int,
@@ -588,11 +594,11 @@ def _run_external(
 ) -> list[str]:
     """Run an external caller per shard, repair each gVCF, gather into ``call_bcf``.
 
-    Blocks become covered runs (see :mod:`cohortflow.callers.gvcf`), so shard cuts leave no
-    trace in them. Returns the commands shown in the header (scratch paths shortened).
+    ``fasta`` is the reference as the caller reads it (:func:`_caller_fasta`). Blocks become
+    covered runs (see :mod:`cohortflow.callers.gvcf`), so shard cuts leave no trace in them.
+    Returns the commands shown in the header (scratch paths shortened).
     """
     tmp = call_bcf.parent
-    fasta = _plain_fasta(reference, tmp) if spec.plain_fasta else reference
     raw_parts: list[Path] = []
     for i, shard in enumerate(shards):
         work = tmp / f"shard{i:05d}"
@@ -656,20 +662,47 @@ def _repair_parts(
     bcftools(["index", "-f", str(out)], f"indexing the {spec.name} calls of {sample}")
 
 
-def _plain_fasta(reference: Path, tmp: Path) -> Path:
-    """``reference`` itself when uncompressed, else a decompressed, indexed copy in ``tmp``."""
-    with open(reference, "rb") as fh:
-        if fh.read(2) != b"\x1f\x8b":
-            return reference
-    copy = tmp / "reference.fa"
-    with pysam.FastaFile(str(reference)) as fa, open(copy, "w") as out:
-        for name in fa.references:
-            seq = fa.fetch(name)
-            out.write(f">{name}\n")
-            for i in range(0, len(seq), 80):
-                out.write(seq[i : i + 80] + "\n")
-    pysam.faidx(str(copy))
-    return copy
+def needs_plain_fasta(caller: str, reference: Path) -> bool:
+    """Whether ``caller`` cannot read ``reference`` as it is: a bgzipped FASTA given to a
+    caller that reads only uncompressed ones (freebayes). The workflow then makes one
+    uncompressed copy per run (:func:`write_plain_fasta`) instead of one per calling job."""
+    return caller != CALLER and get_caller(caller).plain_fasta and _is_gzipped(Path(reference))
+
+
+def write_plain_fasta(reference: Path, out: Path) -> Path:
+    """Write ``reference`` (bgzipped or not) uncompressed to ``out`` with its ``.fai``;
+    both appear atomically. Returns ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        atomic_outputs(out, f"{out}.fai") as (tmp_fa, tmp_fai),
+        pysam.FastaFile(str(reference)) as fa,
+    ):
+        with open(tmp_fa, "w") as fh:
+            for name in fa.references:
+                seq = fa.fetch(name)
+                fh.write(f">{name}\n")
+                for i in range(0, len(seq), 80):
+                    fh.write(seq[i : i + 80] + "\n")
+        pysam.faidx(str(tmp_fa))
+        Path(f"{tmp_fa}.fai").replace(tmp_fai)
+    log.info("uncompressed copy of %s written to %s", reference, out)
+    return out
+
+
+def _is_gzipped(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _caller_fasta(spec: CallerSpec, reference: Path, given: Path | None, tmp: Path) -> Path:
+    """The reference as ``spec``'s caller reads it: ``given`` (the run's uncompressed copy)
+    when there is one, else ``reference`` itself, or an uncompressed copy in ``tmp`` when the
+    caller needs one and ``reference`` is bgzipped."""
+    fasta = Path(given) if given is not None else Path(reference)
+    if not spec.plain_fasta or not _is_gzipped(fasta):
+        return fasta
+    return write_plain_fasta(fasta, tmp / "reference.fa")
 
 
 def _run_binary(argv: list[str], stdout: Path | None, log_path: Path, spec: CallerSpec) -> None:

@@ -39,6 +39,8 @@ SCALES: dict[str, Scale] = {
     # one shard of calling.scatter_size: its runtime input is the BAM's size over the shard
     # count (common.smk); gathering reads the shard gVCFs once, normalizes and indexes
     "call_shard": Scale(base_mb=1500, mb_per_input_mb=0.0, base_min=15, min_per_gb=30.0),
+    # one uncompressed copy of a bgzipped reference (freebayes): one contig in memory at a time
+    "plain_reference": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=10, min_per_gb=10.0),
     "gather_calls": Scale(base_mb=1500, mb_per_input_mb=0.0, base_min=20, min_per_gb=5.0),
     "extract_gvcf_variants": Scale(base_mb=1000, mb_per_input_mb=0.05, base_min=10, min_per_gb=5.0),
     "build_kb": Scale(base_mb=2000, mb_per_input_mb=2.0, base_min=15, min_per_gb=10.0),

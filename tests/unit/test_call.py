@@ -14,7 +14,9 @@ from cohortflow.call import (
     FILTER_LOW_QUAL,
     call_sample,
     caller_version,
+    needs_plain_fasta,
     site_filters,
+    write_plain_fasta,
 )
 from cohortflow.errors import CohortflowError
 from cohortflow.evaluate import evaluate
@@ -299,3 +301,20 @@ def test_variants_from_gvcf_refuses_another_sample(tmp_path: Path) -> None:
     with pytest.raises(CohortflowError, match=r"sample columns are \['OTHER'\]"):
         variants_from_gvcf(gvcf, ref, "S1", tmp_path / "o.vcf.gz")
     assert not (tmp_path / "o.vcf.gz").exists()
+
+
+def test_plain_fasta_copy_for_callers_that_cannot_read_bgzip(tmp_path: Path) -> None:
+    seqs = {"c1": "ACGTN" * 50 + "A", "c2": "GGC" * 7}
+    plain = tmp_path / "ref.fa"
+    plain.write_text("".join(f">{n}\n{s}\n" for n, s in seqs.items()))
+    gz = tmp_path / "ref.fa.gz"
+    pysam.tabix_compress(str(plain), str(gz))
+    pysam.faidx(str(gz))
+    assert needs_plain_fasta("freebayes", gz) is True
+    assert needs_plain_fasta("freebayes", plain) is False
+    assert needs_plain_fasta("bcftools", gz) is False
+    out = write_plain_fasta(gz, tmp_path / "copy" / "caller.fa")
+    with pysam.FastaFile(str(out)) as fa:
+        assert dict(zip(fa.references, fa.lengths, strict=True)) == {"c1": 251, "c2": 21}
+        assert fa.fetch("c1") == seqs["c1"] and fa.fetch("c2") == seqs["c2"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["caller.fa", "caller.fa.fai"]

@@ -73,10 +73,26 @@ def _header_value(path: Path, key: str) -> str:
         return next(str(r.value) for r in vf.header.records if r.key == key)
 
 
-def _run_both(cohort: SimulatedCohort, caller: str) -> tuple[Path, Path, int]:
+def _bgzip_reference(folder: Path) -> None:
+    """Point ``folder``'s config at a bgzipped, indexed copy of its reference."""
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    plain = folder / config["reference"]["fasta"]
+    gz = plain.with_name(plain.name + ".gz")
+    pysam.tabix_compress(str(plain), str(gz), force=True)
+    pysam.faidx(str(gz))
+    config["reference"]["fasta"] = str(gz.relative_to(folder))
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def _run_both(
+    cohort: SimulatedCohort, caller: str, bgzipped: bool = False
+) -> tuple[Path, Path, int]:
+    """Call unsharded and sharded; with ``bgzipped`` the sharded run's reference is bgzipped."""
     sample = cohort.samples[0]
     whole = _variant(cohort, f"{caller}_whole", {"caller": caller, "scatter_size": 0})
     sharded = _variant(cohort, f"{caller}_sharded", {"caller": caller, "scatter_size": SCATTER_BP})
+    if bgzipped:
+        _bgzip_reference(sharded)
     n_shards = len(calling_shards(cohort.reference, SCATTER_BP))
     # the DAG: one job per shard and one gather, instead of one call_variants job
     dry = _snakemake(sharded, *_calls(sharded, sample), "-n", "--quiet", "rules")
@@ -84,6 +100,8 @@ def _run_both(cohort: SimulatedCohort, caller: str) -> tuple[Path, Path, int]:
     counts = _job_counts(dry)
     assert counts["call_shard"] == n_shards >= 3, counts
     assert counts["gather_calls"] == 1 and "call_variants" not in counts, counts
+    # a caller that reads only plain FASTA gets one uncompressed copy for the whole run
+    assert counts.get("plain_reference", 0) == (1 if bgzipped and caller == "freebayes" else 0)
     for folder in (whole, sharded):
         out = _snakemake(folder, *_calls(folder, sample))
         assert out.returncode == 0, out.stderr[-5000:]
@@ -113,8 +131,16 @@ def test_bcftools_shard_jobs_gather_to_the_unsharded_calls(cohort: SimulatedCoho
 
 @pytest.mark.skipif(shutil.which("freebayes") is None, reason="freebayes not installed")
 def test_freebayes_shard_jobs_gather_to_the_unsharded_calls(cohort: SimulatedCohort) -> None:
+    """The sharded run has a bgzipped reference: one uncompressed copy serves every shard."""
     sample = cohort.samples[0]
-    whole, sharded, _ = _run_both(cohort, "freebayes")
+    whole, sharded, n_shards = _run_both(cohort, "freebayes", bgzipped=True)
+    copy = sharded / "results/reference/caller_reference.fa"
+    with pysam.FastaFile(str(copy)) as a, pysam.FastaFile(str(cohort.reference)) as b:
+        assert a.references == b.references and all(a.fetch(c) == b.fetch(c) for c in a.references)
+    shard_logs = list((sharded / "logs/call_shard").glob(f"{sample}/*.log"))
+    assert len(shard_logs) == n_shards
+    assert not [p for p in shard_logs if "uncompressed copy" in p.read_text()]
+    assert "uncompressed copy" in (sharded / "logs/plain_reference.log").read_text()
     gvcf = f"results/calls/{sample}.g.vcf.gz"
     blocks = [r for r in _records(whole / gvcf) if "<*>" in r]
     assert len(blocks) > 10 and blocks == [r for r in _records(sharded / gvcf) if "<*>" in r]

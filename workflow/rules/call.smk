@@ -1,6 +1,29 @@
 # Stage: call - gVCF with reference blocks and a normalized variant VCF per sample.
 
 
+if CALLER_FASTA != REFERENCE:
+
+    # the caller reads only uncompressed FASTA and the reference is bgzipped: one copy per run
+    rule plain_reference:
+        input:
+            reference=REFERENCE,
+        output:
+            fasta=CALLER_FASTA,
+            fai=f"{CALLER_FASTA}.fai",
+        log:
+            "logs/plain_reference.log",
+        benchmark:
+            "benchmarks/plain_reference.tsv"
+        threads: 1
+        resources:
+            mem_mb=mem_for("plain_reference"),
+            runtime=runtime_for("plain_reference"),
+        conda:
+            "../../envs/cohortflow.yaml"
+        script:
+            "../../scripts/plain_reference.py"
+
+
 if SHARDS:
 
     # calling.scatter_size > 0: one job per shard of the reference (or the targets), gathered
@@ -9,6 +32,7 @@ if SHARDS:
             bam=lambda wc: PLAN[wc.sample].bam(),
             bai=lambda wc: PLAN[wc.sample].bam_index(),
             reference=REFERENCE,
+            caller_fasta=CALLER_FASTA,
             targets=optional(config["targets"]),
         output:
             part=temp("results/calls/shards/{sample}/{shard}.g.vcf.gz"),
@@ -94,6 +118,7 @@ else:
             bam=lambda wc: PLAN[wc.sample].bam(),
             bai=lambda wc: PLAN[wc.sample].bam_index(),
             reference=REFERENCE,
+            caller_fasta=CALLER_FASTA,
             targets=optional(config["targets"]),
         output:
             gvcf="results/calls/{sample}.g.vcf.gz",

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from cohortflow import atomic, layout, paths, scatter, sheets
+from cohortflow.call import needs_plain_fasta
 from cohortflow import resources as RES
 from cohortflow.provenance import config_checksum
 
@@ -25,6 +26,14 @@ SHARDS = (
     else []
 )
 CALLING_CONTAINER = config["calling"]["container"] or None
+# a caller that cannot read a bgzipped FASTA (freebayes) gets one uncompressed copy per run
+# (rule plain_reference) rather than one per calling job
+CALLER_FASTA = (
+    "results/reference/caller_reference.fa"
+    if any(p.has_reads for p in PLAN.plans)
+    and needs_plain_fasta(config["calling"]["caller"], RUN.reference)
+    else REFERENCE
+)
 
 
 wildcard_constraints:
