@@ -18,8 +18,9 @@ block are one contiguous read.
 
 Memory does not grow with the number of samples: :func:`king_pairs` takes the samples in tiles
 of :data:`TILE_SAMPLES` and, for each pair of tiles, accumulates the pair counts block by block
-of sites with float32 matrix products (tile x block x tile), so that the working set is a few
-tiles x one block whatever the cohort size. Only the pairs worth reporting are kept: kinship at
+of sites with float32 matrix products over slices of :data:`CHUNK_SITES` sites (tile x slice x
+tile), so that the working set is two tiles x one block of codes plus their indicator matrices
+over one slice, whatever the cohort size. Only the pairs worth reporting are kept: kinship at
 or above :data:`REPORT_MIN_KINSHIP` = 2^-4.5 (0.0442, the boundary between third degree and
 unrelated in the KING manual). Every other pair is unrelated, or has too few heterozygous calls
 to say (then its kinship is below 2^-4.5 but not trusted); :class:`KinshipSummary` counts them.
@@ -51,10 +52,12 @@ REPORT_MIN_KINSHIP = THIRD_DEGREE_MIN
 # name a relationship: relationship is null. With 20 hets the standard error of an unrelated
 # pair's estimate is still about 0.1 (one het-het site moves it by 0.05), the width of a degree.
 MIN_INFORMATIVE_HETS = 20
-# Samples per tile and sites per block: the four float32 indicator matrices of two tiles over
-# one block are 2 x 4 x 256 x 4096 x 4 bytes = 32 MiB, whatever the number of samples or sites.
+# Samples per tile and sites per block (the layout of the spill file). A block is multiplied
+# in slices of CHUNK_SITES sites: the four float32 indicator matrices of two tiles over one
+# slice are 2 x 4 x 256 x 1024 x 4 bytes = 8 MiB, whatever the number of samples or sites.
 TILE_SAMPLES = 256
 BLOCK_SITES = 4096
+CHUNK_SITES = 1024
 MISSING = 3  # 2-bit code of a no-call
 
 KINSHIP_SCHEMA = pa.schema(
@@ -280,23 +283,33 @@ def _tile_counts(source: CodeSource, a: tuple[int, int], b: tuple[int, int]) -> 
     acc = _TileCounts(*(np.zeros(shape, dtype=np.int64) for _ in range(5)))
     same = a == b
     n_blocks = -(-source.n_sites // source.block_sites)
+    step = max(1, min(CHUNK_SITES, source.block_sites) // 4)  # bytes of codes per slice
     for block in range(n_blocks):
-        het_a, ref_a, alt_a, called_a = _indicators(source.read_tile(*a, block))
-        if same:
-            het_b, ref_b, alt_b, called_b = het_a, ref_a, alt_a, called_a
-        else:
-            het_b, ref_b, alt_b, called_b = _indicators(source.read_tile(*b, block))
-        # float32 products of 0/1 matrices are exact: block_sites < 2**24
-        acc.het_het += (het_a @ het_b.T).astype(np.int64)
-        opposite = (ref_a @ alt_b.T).astype(np.int64)
-        acc.ibs0 += opposite
-        acc.het_a += (het_a @ called_b.T).astype(np.int64)
-        if same:
-            acc.ibs0 += opposite.T
-        else:
-            acc.ibs0 += (alt_a @ ref_b.T).astype(np.int64)
-            acc.het_b += (called_a @ het_b.T).astype(np.int64)
-        acc.n_sites += (called_a @ called_b.T).astype(np.int64)
+        tile_a = source.read_tile(*a, block)
+        tile_b = tile_a if same else source.read_tile(*b, block)
+        # float32 sums of 0/1 products are exact: block_sites < 2**24
+        block_acc = [np.zeros(shape, dtype=np.float32) for _ in range(6)]
+        het_het, ibs0_ab, ibs0_ba, het_a_acc, het_b_acc, n_sites = block_acc
+        for lo in range(0, tile_a.shape[1], step):
+            het_a, ref_a, alt_a, called_a = _indicators(tile_a[:, lo : lo + step])
+            if same:
+                het_b, ref_b, alt_b, called_b = het_a, ref_a, alt_a, called_a
+            else:
+                het_b, ref_b, alt_b, called_b = _indicators(tile_b[:, lo : lo + step])
+            het_het += het_a @ het_b.T
+            ibs0_ab += ref_a @ alt_b.T
+            het_a_acc += het_a @ called_b.T
+            if not same:
+                ibs0_ba += alt_a @ ref_b.T
+                het_b_acc += called_a @ het_b.T
+            n_sites += called_a @ called_b.T
+        acc.het_het += het_het.astype(np.int64)
+        acc.ibs0 += ibs0_ab.astype(np.int64)
+        acc.ibs0 += (ibs0_ab.T if same else ibs0_ba).astype(np.int64)
+        acc.het_a += het_a_acc.astype(np.int64)
+        if not same:
+            acc.het_b += het_b_acc.astype(np.int64)
+        acc.n_sites += n_sites.astype(np.int64)
     if same:
         acc.het_b = acc.het_a.T.copy()
     return acc

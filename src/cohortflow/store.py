@@ -44,7 +44,9 @@ Genotype semantics for sample s at allele v (contig, pos1, ref, alt):
 
 from __future__ import annotations
 
+import array
 import contextlib
+import ctypes
 import fcntl
 import io
 import json
@@ -272,7 +274,12 @@ BATCH_TABLES = (
     "site_counts",
     "sample_counts",
 )
-GENOTYPE_ROW_GROUP = 1 << 20  # rows per Parquet row group of genotypes and annotations
+# Rows per Parquet row group of genotypes, annotations and ref_blocks. A writer holds a whole
+# row group before it writes it (about 60 bytes per genotype row, 90 per annotation row), so
+# this bounds the writers' memory, whatever the number of samples.
+GENOTYPE_ROW_GROUP = 1 << 18
+# Rows of allele keys that reading a batch collects before it folds them into the site list.
+_PENDING_SITE_ROWS = 1 << 18
 QC_FLOAT_KEYS = (
     "mapped_fraction",
     "duplicate_fraction",
@@ -800,7 +807,11 @@ def parse_vcf(path: Path, what: str = "VCF") -> ParsedVcf:
             else path.parent
         )
         text, compression = _text_stream(path, is_bcf, tmpdir)
-        read_options = pcsv.ReadOptions(column_names=_VCF_COLUMNS, block_size=_READ_BLOCK_BYTES)
+        # one thread: what Arrow's pool frees on its worker threads stays resident (measured:
+        # 20 MiB more after 1,000 samples), and a batch's samples are read one after the other
+        read_options = pcsv.ReadOptions(
+            column_names=_VCF_COLUMNS, block_size=_READ_BLOCK_BYTES, use_threads=False
+        )
         parse_options = pcsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False)
         convert_options = pcsv.ConvertOptions(
             column_types={c: (pa.int64() if c == "POS" else pa.string()) for c in _VCF_COLUMNS},
@@ -1077,8 +1088,10 @@ class _Counts:
         names = [f.name for f in SITE_COUNTS_SCHEMA][2:-2]
         self.site = {name: np.zeros(m, dtype=np.int64) for name in [*names, "n_carriers"]}
         self.carrier = np.full(m, -1, dtype=np.int64)
+        # per sample: its name and the SAMPLE_COUNTS_SCHEMA integers, 8 bytes each, in a flat
+        # array (a dict of Python ints per sample would be ~15 times larger)
         self.samples: list[str] = []
-        self.rows: list[dict[str, Any]] = []
+        self.per_sample = array.array("q")
 
     def add(self, sample: str, alt: np.ndarray, ploidy: np.ndarray) -> None:
         """One sample's alt_count and ploidy per site (-1 = null)."""
@@ -1102,22 +1115,22 @@ class _Counts:
         self.carrier[carrier] = len(self.samples)
         self.samples.append(sample)
         n = len(alt)
-        self.rows.append(
-            {
-                "sample": sample,
-                "n_sites": n,
-                "n_called": int(called.sum()),
-                "n_no_call": int(n - called.sum()),
-                "n_hom_ref": int((alt == 0).sum()),
-                "n_het": int(het.sum()),
-                "n_hom_alt": int(hom_alt.sum()),
-                "n_hemi_alt": int(hemi.sum()),
-                "n_variants": int(carrier.sum()),
-                "n_snv": int((carrier & self.snv).sum()),
-                "n_indel": int((carrier & self.indel).sum()),
-                "n_transitions": int((carrier & self.ti).sum()),
-                "n_transversions": int((carrier & self.snv & ~self.ti).sum()),
-            }
+        n_called = int(called.sum())
+        self.per_sample.extend(
+            [
+                n,
+                n_called,
+                n - n_called,
+                int((alt == 0).sum()),
+                int(het.sum()),
+                int(hom_alt.sum()),
+                int(hemi.sum()),
+                int(carrier.sum()),
+                int((carrier & self.snv).sum()),
+                int((carrier & self.indel).sum()),
+                int((carrier & self.ti).sum()),
+                int((carrier & self.snv & ~self.ti).sum()),
+            ]
         )
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
@@ -1133,9 +1146,16 @@ class _Counts:
                 "carrier": carrier,
             }
         ).select(SITE_COUNTS_SCHEMA.names)
-        return site.cast(SITE_COUNTS_SCHEMA), pa.Table.from_pylist(
-            self.rows, schema=SAMPLE_COUNTS_SCHEMA
+        names_out = SAMPLE_COUNTS_SCHEMA.names[1:]
+        values = np.frombuffer(self.per_sample, dtype=np.int64).reshape(-1, len(names_out))
+        sample = pa.table(
+            {
+                "sample": pa.array(self.samples, pa.string()),
+                **{k: pa.array(values[:, i]) for i, k in enumerate(names_out)},
+            },
+            schema=SAMPLE_COUNTS_SCHEMA,
         )
+        return site.cast(SITE_COUNTS_SCHEMA), sample
 
 
 def _write_counts(
@@ -1395,6 +1415,31 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     return con.sql(sql).to_arrow_table()
 
 
+def _libc_malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def _release_memory() -> None:
+    """Give the memory that the last step freed back to the operating system.
+
+    Between the steps of an append (read, write genotypes, each cohort table) the freed memory
+    would otherwise stay resident: Arrow's allocator keeps it for reuse, and glibc keeps the
+    free pages inside its heap, fragmented by the small long-lived objects allocated between
+    large arrays. The next step then starts from a level that depends on how much the earlier
+    ones happened to leave behind, which grows with the cohort.
+    """
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 # --------------------------------------------------------------------------- store state
 
 
@@ -1589,23 +1634,28 @@ def _write_batch_table(
     return [path]
 
 
-def _internal_connection(store: Path) -> duckdb.DuckDBPyConnection:
-    """open_store with bounded memory for cohortflow's own cohort-wide queries."""
+def _internal_connection(store: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """open_store with bounded memory for cohortflow's own cohort-wide queries; ``threads``
+    DuckDB threads (None: its default, one per core)."""
     con = open_store(store)
     con.execute("SET memory_limit = '1GB'")
     con.execute("SET preserve_insertion_order = false")
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
     return con
 
 
 def _rebuild_cohort_tables(store: Path, merged: Mapping[str, str]) -> int:
     """Recompute variants, sample_qc and kinship from all stored rows; return the site count."""
-    # Arrow keeps freed buffers of the genotype-writing pass for reuse; hand them back before
-    # DuckDB allocates its own, so that the peak is the larger of the two steps, not their sum.
-    pa.default_memory_pool().release_unused()
+    # Each step starts from what the one before left resident, so hand back freed memory
+    # between them: the peak is then the largest step, not the sum of what each one left.
+    _release_memory()
     n_sites = _rebuild_variants(store, _file_metadata("variants", merged))
+    _release_memory()
     _rebuild_sample_qc(store, _file_metadata("sample_qc", merged))
-    pa.default_memory_pool().release_unused()
+    _release_memory()
     _rebuild_kinship(store, _file_metadata("kinship", merged))
+    _release_memory()
     return n_sites
 
 
@@ -1753,10 +1803,26 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
                 if not path.name.startswith((".", "_")):
                     _genotype_codes(path, index, ids, first, spill)
             first += len(ids)
+        _release_memory()  # the genotype reader's buffers, before the tiles' matrices
         table, summary = king_pairs(spill, samples)
     meta = {**meta, **{k.encode(): v.encode() for k, v in summary.metadata().items()}}
     _write_derived(store, "kinship", table, meta)
     return table.num_rows
+
+
+def _hwe_column(counts: pa.Table) -> pa.Array:
+    """HWE exact p-value per site from its diploid genotype counts (d_hom_ref, d_het,
+    d_hom_alt columns of ``counts``); null where the site has no diploid call. The test runs
+    once per distinct count triple (sites share them: far fewer triples than sites)."""
+    triples = np.stack(
+        [counts.column(k).fill_null(0).to_numpy() for k in ("d_hom_ref", "d_het", "d_hom_alt")],
+        axis=1,
+    )
+    if len(triples) == 0:
+        return pa.array([], pa.float64())
+    uniq, inverse = np.unique(triples, axis=0, return_inverse=True)
+    p = np.array([hwe_exact(int(a), int(b), int(c)) for a, b, c in uniq.tolist()])
+    return pa.array(p[inverse.reshape(-1)], pa.float64(), mask=triples.sum(axis=1) == 0)
 
 
 def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
@@ -1764,13 +1830,19 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
 
     an counts the ploidy of called samples; n_het counts 0 < alt_count < ploidy; n_hom_alt
     alt_count == ploidy >= 2; n_hemi_alt haploid alt calls; hwe_p uses diploid calls only.
+    Memory: DuckDB's aggregation over the annotation rows (one per call) keeps one hash table
+    per thread, so the query runs on one thread (measured: less memory and no slower); the
+    result is one row per site, in Arrow columns (no Python object per site).
     """
-    con = _internal_connection(store)
+    con = _internal_connection(store, threads=1)
     try:
         first = ", ".join(
             f"arg_min({name}, sample) FILTER (WHERE {name} IS NOT NULL) AS {name}"
             for name, _, _ in ANNOTATION_COLUMNS
         )
+        # rows without any annotation add nothing to the arg_min's: leave them out before the
+        # grouping, so that sites nobody annotated take no aggregate state
+        annotated = " OR ".join(f"{name} IS NOT NULL" for name, _, _ in ANNOTATION_COLUMNS)
         n_samples = (
             _fetch(con, "SELECT count(DISTINCT sample) AS n FROM samples").column("n")[0].as_py()
         )
@@ -1791,79 +1863,52 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
                     sum(n_rows)::BIGINT AS n_rows
                 FROM site_counts GROUP BY contig, pos, variant_id
             ), a AS (
-                SELECT variant_id, {first} FROM annotations GROUP BY variant_id
+                SELECT variant_id, {first} FROM annotations WHERE {annotated}
+                GROUP BY variant_id
+            ), r AS (
+                -- variant_id is contig-pos-ref-alt; REF and ALT have no "-"
+                SELECT *, substr(variant_id, length(contig) + length(pos::VARCHAR) + 3) AS rest
+                FROM g
             )
-            SELECT g.*, a.* EXCLUDE (variant_id)
-            FROM g LEFT JOIN a USING (variant_id)
+            SELECT r.* EXCLUDE (rest),
+                split_part(rest, '-', 1) AS ref,
+                substr(rest, length(split_part(rest, '-', 1)) + 2) AS alt,
+                a.* EXCLUDE (variant_id)
+            FROM r LEFT JOIN a USING (variant_id)
             ORDER BY contig, pos, variant_id
             """,
         )
     finally:
         con.close()
     rows = counts.num_rows
-    bad = [
-        r["variant_id"]
-        for r in counts.select(["variant_id", "n_rows"]).to_pylist()
-        if r["n_rows"] != n_samples
-    ]
-    if bad:
-        raise RuntimeError(f"{store}: sites {bad[:3]} do not have one genotype per sample")
-    contig = counts.column("contig").to_pylist()
-    pos = counts.column("pos").to_pylist()
-    vids = counts.column("variant_id").to_pylist()
-    refs, alts = [], []
-    for c, p, v in zip(contig, pos, vids, strict=True):
-        ref, alt = v[len(c) + len(str(p)) + 2 :].split("-", 1)
-        refs.append(ref)
-        alts.append(alt)
-    ac = counts.column("ac").to_pylist()
-    an = counts.column("an").to_pylist()
-    n_called = counts.column("n_called").to_pylist()
-    hwe = [
-        hwe_exact(h0, h1, h2) if (h0 + h1 + h2) > 0 else None
-        for h0, h1, h2 in zip(
-            counts.column("d_hom_ref").to_pylist(),
-            counts.column("d_het").to_pylist(),
-            counts.column("d_hom_alt").to_pylist(),
-            strict=True,
-        )
-    ]
+    bad = np.flatnonzero(counts.column("n_rows").to_numpy() != n_samples)
+    if len(bad):
+        ids = counts.column("variant_id").take(pa.array(bad[:3])).to_pylist()
+        raise RuntimeError(f"{store}: sites {ids} do not have one genotype per sample")
+    ac = counts.column("ac").fill_null(0).to_numpy()
+    an = counts.column("an").fill_null(0).to_numpy()
+    n_called = counts.column("n_called").to_numpy()
+    # int64 counts below 2^53 are exact in float64: these are the values of Python's int / int
+    with np.errstate(divide="ignore", invalid="ignore"):
+        af = pa.array(ac / an, pa.float64(), mask=an == 0)
+    call_rate = (
+        pa.array(n_called / n_samples, pa.float64()) if n_samples else pa.nulls(rows, pa.float64())
+    )
     columns: dict[str, Any] = {
-        "variant_id": vids,
-        "pos": pos,
-        "ref": refs,
-        "alt": alts,
-        "ac": [x or 0 for x in ac],
-        "an": an,
-        "af": [(x or 0) / n if n else None for x, n in zip(ac, an, strict=True)],
-        "n_called": n_called,
-        "n_het": counts.column("n_het"),
-        "n_hom_alt": counts.column("n_hom_alt"),
-        "n_hemi_alt": counts.column("n_hemi_alt"),
-        "n_samples": [n_samples] * rows,
-        "call_rate": [k / n_samples if n_samples else None for k in n_called],
-        "hwe_p": hwe,
+        "ac": pa.array(ac, pa.int64()),
+        "af": af,
+        "n_samples": pa.array(np.full(rows, n_samples, dtype=np.int64)),
+        "call_rate": call_rate,
+        "hwe_p": _hwe_column(counts),
+        # GENE comes from consequence calling; the ClinVar gene fills in where there is none.
+        "gene": pc.coalesce(counts.column("gene"), counts.column("clinvar_gene")),
     }
-    # GENE comes from consequence calling; the ClinVar gene fills in where there is none.
-    columns["gene"] = [
-        g if g is not None else cg
-        for g, cg in zip(
-            counts.column("gene").to_pylist(),
-            counts.column("clinvar_gene").to_pylist(),
-            strict=True,
-        )
-    ]
     for name in VARIANTS_SCHEMA.names:
         if name not in columns:
             columns[name] = counts.column(name)
-    table = pa.table(
-        {
-            name: pa.array(columns[name]) if isinstance(columns[name], list) else columns[name]
-            for name in columns
-        }
-    )
-    table = table.select(VARIANTS_SCHEMA.names).cast(VARIANTS_SCHEMA)
-    table = table.append_column("contig", pa.array(contig, pa.string()))
+    table = pa.table({name: columns[name] for name in VARIANTS_SCHEMA.names})
+    table = table.cast(VARIANTS_SCHEMA)
+    table = table.append_column("contig", counts.column("contig").cast(pa.string()))
     with atomic_output(store / "variants") as tmp:
         tmp.mkdir(parents=True)
         _write_partitioned(tmp, "part-0", table, VARIANTS_SCHEMA, meta)
@@ -1916,6 +1961,7 @@ def aggregate(
         with tempfile.TemporaryDirectory(prefix=".tmp.spill.", dir=store) as spill:
             # every input is read and checked before the store is touched
             spilled, batch_sites = _read_batch_inputs(inputs, Path(spill))
+            _release_memory()
             if clashes:
                 _remove_samples(store, set(clashes))
             summary = _append(store, batch, spilled, batch_sites, committed, metadata)
@@ -2058,10 +2104,12 @@ def _read_batch_inputs(
         blocks_at = files.append("blocks", data.blocks)
         spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at, data.provenance))
         pending.append(data.calls.select(keys))
-        if sum(t.num_rows for t in pending) > 1 << 20:
-            sites = pa.concat_tables([sites, *pending]).group_by(keys).aggregate([])
+        if sum(t.num_rows for t in pending) > _PENDING_SITE_ROWS:
+            sites = (
+                pa.concat_tables([sites, *pending]).group_by(keys, use_threads=False).aggregate([])
+            )
             pending = []
-    sites = pa.concat_tables([sites, *pending]).group_by(keys).aggregate([])
+    sites = pa.concat_tables([sites, *pending]).group_by(keys, use_threads=False).aggregate([])
     files.finish()
     return spilled, sites
 
@@ -2170,7 +2218,7 @@ def _append(
         store / "ref_blocks" / f"{batch}.parquet",
         REF_BLOCKS_SCHEMA,
         meta("ref_blocks", metadata),
-        1 << 20,
+        GENOTYPE_ROW_GROUP,
     )
     try:
         for item in spilled:
