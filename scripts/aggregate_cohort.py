@@ -2,10 +2,14 @@
 
 from pathlib import Path
 
-from cohortflow.inputs import sample_inputs_from_plan
-from cohortflow.provenance import run_provenance
-from cohortflow.rulelog import rule_logging
-from cohortflow.store import aggregate
+from cohortflow import prefer_system_allocator
+
+prefer_system_allocator()  # before pyarrow's first import (cohortflow.store)
+
+from cohortflow.inputs import sample_inputs_from_plan  # noqa: E402
+from cohortflow.provenance import run_provenance  # noqa: E402
+from cohortflow.rulelog import rule_logging  # noqa: E402
+from cohortflow.store import aggregate  # noqa: E402
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_logging(sm.log[0]):

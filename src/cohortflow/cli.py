@@ -302,6 +302,9 @@ def cmd_reannotate(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
+    from cohortflow import prefer_system_allocator
+
+    prefer_system_allocator()  # before pyarrow's first import
     from cohortflow.inputs import sample_inputs_from_files
     from cohortflow.store import aggregate
 

@@ -1933,6 +1933,7 @@ def aggregate(
     """
     store = Path(store)
     _check_inputs(store, batch, inputs)
+    log.info("Arrow memory pool: %s", pa.default_memory_pool().backend_name)
     with _store_lock(store):
         committed = committed_batches(store)
         _remove_uncommitted(store, committed)
