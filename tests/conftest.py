@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,6 +39,16 @@ def run_cohortflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
         text=True,
         check=False,
     )
+
+
+def job_counts(out: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Jobs per rule from the table that ``snakemake -n --quiet rules`` prints (no total)."""
+    counts = {}
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
 
 
 @pytest.fixture(scope="session")

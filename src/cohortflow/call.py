@@ -261,10 +261,10 @@ def call_shard(
 ) -> int:
     """Call one shard of one sample: the raw caller gVCF of that shard, for :func:`gather_calls`.
 
-    In: the inputs of :func:`call_sample` (``caller_fasta`` as there), the shard's 0-based index among the ``n_shards``
-    shards that :func:`cohortflow.scatter.calling_shards` cuts from the reference (or the
-    targets BED) at ``scatter_bp`` bp, and the output (bgzip VCF, ``.g.vcf.gz``). Out: the
-    output's record count. The output (with a ``.csi`` index next to it) is the caller's own
+    In: the inputs of :func:`call_sample` (``caller_fasta`` as there), the shard's 0-based
+    index among the ``n_shards`` shards that :func:`cohortflow.scatter.calling_shards` cuts
+    from the reference (or the targets BED) at ``scatter_bp`` bp, and the output (bgzip VCF,
+    ``.g.vcf.gz``). Out: the output's record count. The output (with a ``.csi`` index next to it) is the caller's own
     gVCF over the shard (bcftools: mpileup + call; external callers: their gVCF as written),
     not yet filtered or repaired.
     Raises CohortflowError when the shard list no longer has ``n_shards`` shards (the

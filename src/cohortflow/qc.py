@@ -38,6 +38,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -531,11 +532,10 @@ def run_passes(
     try:
         others = _other_passes(bam, reference, targets_bed, workdir)
     except BaseException:
-        # reap the child; this process's error is the one to report
-        try:
-            _stats_from_child(pid, read_fd, bam)
-        except CohortflowError:
-            pass
+        # this process's error is the one to report: stop the child rather than wait for it
+        os.kill(pid, signal.SIGKILL)
+        os.close(read_fd)
+        os.waitpid(pid, 0)
         raise
     return (_stats_from_child(pid, read_fd, bam), *others)
 

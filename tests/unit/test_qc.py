@@ -363,6 +363,32 @@ def test_stats_child_failures_become_errors_and_no_output(
         assert not list(out.iterdir())  # no JSON, no MultiQC file, no temporary folder
 
 
+def test_a_failing_main_pass_stops_the_stats_child(
+    tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error of flagstat/coverage is reported at once; the stats child is killed, not
+    waited for."""
+    import time
+
+    import cohortflow.qc as qc
+
+    def slow_stats(bam: Path, reference: Path) -> str:
+        time.sleep(120)
+        return ""
+
+    def broken_passes(*args: object) -> None:
+        raise CohortflowError("flagstat: corrupt block")
+
+    monkeypatch.setattr(qc, "_samtools_stats", slow_stats)
+    monkeypatch.setattr(qc, "_other_passes", broken_passes)
+    start = time.monotonic()
+    with pytest.raises(CohortflowError, match="corrupt block"):
+        compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "S.qc.json", tmp_path,
+                   QcThresholds(), threads=2)  # fmt: skip
+    assert time.monotonic() - start < 60
+    assert not list(tmp_path.iterdir())
+
+
 def test_multiqc_reads_the_qc_files(tiny_bam: dict, tmp_path: Path) -> None:
     import shutil
     import subprocess

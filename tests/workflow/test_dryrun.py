@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import job_counts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,12 +54,7 @@ def _snakemake(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _dry_run(project: Path) -> dict[str, int]:
     out = _snakemake(project, "-n", "--cores", "2", "--quiet", "rules")
     assert out.returncode == 0, out.stderr + out.stdout
-    counts = {}
-    for line in (out.stdout + out.stderr).splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
+    return job_counts(out)
 
 
 ALL_KINDS = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import pysam
 import pytest
 import yaml
+from conftest import job_counts
 
 from cohortflow.scatter import calling_shards
 from cohortflow.simulate import SimulatedCohort, simulate_cohort
@@ -54,15 +54,6 @@ def _calls(folder: Path, sample: str) -> list[str]:
     return [f"results/calls/{sample}.g.vcf.gz", f"results/calls/{sample}.vcf.gz"]
 
 
-def _job_counts(out: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    counts = {}
-    for line in (out.stdout + out.stderr).splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
 def _records(path: Path) -> list[str]:
     with pysam.VariantFile(str(path)) as vf:
         return [str(r) for r in vf]
@@ -97,7 +88,7 @@ def _run_both(
     # the DAG: one job per shard and one gather, instead of one call_variants job
     dry = _snakemake(sharded, *_calls(sharded, sample), "-n", "--quiet", "rules")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    counts = _job_counts(dry)
+    counts = job_counts(dry)
     assert counts["call_shard"] == n_shards >= 3, counts
     assert counts["gather_calls"] == 1 and "call_variants" not in counts, counts
     # a caller that reads only plain FASTA gets one uncompressed copy for the whole run
@@ -181,7 +172,7 @@ def test_dry_run_shards_respect_targets_and_plan_the_fai(tmp_path: Path) -> None
     out = _snakemake(folder, "results/calls/B.vcf.gz", "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr[-3000:]
     # 7000 bp of targets in 3000 bp shards: 3 shard jobs; the .fai was made when planning
-    assert _job_counts(out) == {"link_bam": 1, "call_shard": 3, "gather_calls": 1}
+    assert job_counts(out) == {"link_bam": 1, "call_shard": 3, "gather_calls": 1}
     assert (folder / "ref.fa.fai").read_text().splitlines()[1].split("\t")[:2] == ["chr2", "4000"]
 
 
@@ -201,4 +192,4 @@ def test_calling_jobs_run_in_the_configured_container(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert f"Singularity image {image} will be pulled" in text
-    assert _job_counts(out) == {"link_bam": 1, "call_shard": 4, "gather_calls": 1}
+    assert job_counts(out) == {"link_bam": 1, "call_shard": 4, "gather_calls": 1}
