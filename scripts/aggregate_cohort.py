@@ -6,10 +6,14 @@ from cohortflow import prefer_system_allocator
 
 prefer_system_allocator()  # before pyarrow's first import (cohortflow.store)
 
-from cohortflow.inputs import sample_inputs_from_plan  # noqa: E402
-from cohortflow.provenance import run_provenance  # noqa: E402
-from cohortflow.rulelog import rule_logging  # noqa: E402
-from cohortflow.store import aggregate  # noqa: E402
+from cohortflow.lean import lean_imports  # noqa: E402
+
+# kinship's matrix products use the cores
+with lean_imports(one_blas_thread=False):
+    from cohortflow.inputs import sample_inputs_from_plan
+    from cohortflow.provenance import run_provenance
+    from cohortflow.rulelog import rule_logging
+    from cohortflow.store import aggregate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_logging(sm.log[0]):

@@ -6,19 +6,18 @@ User errors (CohortflowError) print one message and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cohortflow import __version__
 from cohortflow.errors import CohortflowError
+from cohortflow.lean import lean_imports
 
 log = logging.getLogger("cohortflow")
 
@@ -232,38 +231,8 @@ def cmd_kb_build(args: argparse.Namespace) -> int:
     return 0
 
 
-class _NoPandas:
-    """A meta path finder under which ``import pandas`` fails (ModuleNotFoundError)."""
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("pandas is not used by this command", name=name)
-
-
-@contextlib.contextmanager
-def _lean_imports() -> Iterator[None]:
-    """Import, inside the block, the modules of a command that works on arrays, cheaply.
-
-    pyarrow imports pandas (~0.2 s) on its first array conversion only to learn whether its
-    inputs are pandas objects: here they never are, so ``import pandas`` is made to fail for
-    the rest of the process. numpy's OpenBLAS would start one spinning thread per core, which
-    such a command does not use. The cyclic garbage collector is paused while the imports
-    create their ~10^5 long-lived objects, which are then frozen out of later collections.
-    """
-    if "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _NoPandas())
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
-
-
 def cmd_annotate(args: argparse.Namespace) -> int:
-    with _lean_imports():
+    with lean_imports():
         from cohortflow.annotate import annotate_vcf
 
     audit = annotate_vcf(
@@ -305,8 +274,10 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from cohortflow import prefer_system_allocator
 
     prefer_system_allocator()  # before pyarrow's first import
-    from cohortflow.inputs import sample_inputs_from_files
-    from cohortflow.store import aggregate
+    # kinship's matrix products use the cores
+    with lean_imports(one_blas_thread=False):
+        from cohortflow.inputs import sample_inputs_from_files
+        from cohortflow.store import aggregate
 
     inputs = sample_inputs_from_files(
         [_existing(p) for p in args.files],

@@ -280,6 +280,11 @@ BATCH_TABLES = (
 GENOTYPE_ROW_GROUP = 1 << 18
 # Rows of allele keys that reading a batch collects before it folds them into the site list.
 _PENDING_SITE_ROWS = 1 << 18
+# distinct positions per window of the variants rebuild (and rows per row group of its files)
+VARIANT_WINDOW = 1 << 16
+# sites per window of a genotypes file: the batch's samples are written window after window
+GENOTYPE_WINDOW = 1 << 16
+SPILL_BATCH_ROWS = 1 << 14  # rows per record batch of the pass-1 spill files
 QC_FLOAT_KEYS = (
     "mapped_fraction",
     "duplicate_fraction",
@@ -1133,8 +1138,8 @@ class _Counts:
             ]
         )
 
-    def tables(self) -> tuple[pa.Table, pa.Table]:
-        """(site counts, sample counts) tables."""
+    def site_table(self) -> pa.Table:
+        """SITE_COUNTS_SCHEMA rows, one per site, in site order."""
         one = (self.site["n_carriers"] == 1) & (self.carrier >= 0)
         names = pa.array(self.samples or [""], pa.string())
         carrier = names.take(pa.array(np.where(one, self.carrier, 0), mask=~one))
@@ -1146,16 +1151,41 @@ class _Counts:
                 "carrier": carrier,
             }
         ).select(SITE_COUNTS_SCHEMA.names)
-        names_out = SAMPLE_COUNTS_SCHEMA.names[1:]
-        values = np.frombuffer(self.per_sample, dtype=np.int64).reshape(-1, len(names_out))
-        sample = pa.table(
-            {
-                "sample": pa.array(self.samples, pa.string()),
-                **{k: pa.array(values[:, i]) for i, k in enumerate(names_out)},
-            },
-            schema=SAMPLE_COUNTS_SCHEMA,
-        )
-        return site.cast(SITE_COUNTS_SCHEMA), sample
+        return site.cast(SITE_COUNTS_SCHEMA)
+
+    def sample_values(self) -> np.ndarray:
+        """The SAMPLE_COUNTS_SCHEMA integers, one row per sample in the order added."""
+        width = len(SAMPLE_COUNTS_SCHEMA) - 1
+        return np.frombuffer(self.per_sample, dtype=np.int64).reshape(-1, width).copy()
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        """(site counts, sample counts) tables."""
+        return self.site_table(), _sample_counts_table(self.samples, self.sample_values())
+
+
+def _sample_counts_table(samples: Sequence[str], values: np.ndarray) -> pa.Table:
+    """SAMPLE_COUNTS_SCHEMA rows: ``values`` (samples x counts) with the sample names."""
+    names = SAMPLE_COUNTS_SCHEMA.names[1:]
+    return pa.table(
+        {
+            "sample": pa.array(list(samples), pa.string()),
+            **{k: pa.array(values[:, i]) for i, k in enumerate(names)},
+        },
+        schema=SAMPLE_COUNTS_SCHEMA,
+    )
+
+
+def _site_windows(pos1: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """[lo, hi) index ranges of consecutive windows of about ``size`` sites of the sorted
+    ``pos1``, cut only between positions (the alleles of one position share a window)."""
+    cuts = [0]
+    while cuts[-1] < len(pos1):
+        end = cuts[-1] + size
+        if end >= len(pos1):
+            cuts.append(len(pos1))
+        else:
+            cuts.append(int(np.searchsorted(pos1, pos1[end - 1], side="right")))
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
 def _write_counts(
@@ -1190,6 +1220,8 @@ def _recount(store: Path, path: Path) -> None:
         for k, v in (pq.read_schema(path).metadata or {}).items()
         if k not in (b"ARROW:schema", b"table")
     }
+    # rows come window by window, then sample by sample: put each sample's rows together
+    data = _sort(data, ["sample", "pos", "variant_id"])
     names = data.column("sample").to_numpy(zero_copy_only=False)
     bounds = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
     first = data.slice(0, bounds[1])
@@ -1411,8 +1443,8 @@ def query(store: Path, sql: str) -> pa.Table:
         con.close()
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    return con.sql(sql).to_arrow_table()
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+    return con.sql(sql, params=list(params) or None).to_arrow_table()
 
 
 def _libc_malloc_trim() -> Any:
@@ -1650,9 +1682,9 @@ def _rebuild_cohort_tables(store: Path, merged: Mapping[str, str]) -> int:
     # Each step starts from what the one before left resident, so hand back freed memory
     # between them: the peak is then the largest step, not the sum of what each one left.
     _release_memory()
-    n_sites = _rebuild_variants(store, _file_metadata("variants", merged))
+    n_sites, singletons = _rebuild_variants(store, _file_metadata("variants", merged))
     _release_memory()
-    _rebuild_sample_qc(store, _file_metadata("sample_qc", merged))
+    _rebuild_sample_qc(store, _file_metadata("sample_qc", merged), singletons)
     _release_memory()
     _rebuild_kinship(store, _file_metadata("kinship", merged))
     _release_memory()
@@ -1666,9 +1698,10 @@ def _write_derived(store: Path, table: str, data: pa.Table, meta: dict[bytes, by
         _write_parquet(data, tmp / "part-0.parquet", meta)
 
 
-def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes]) -> int:
+def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes], singletons: Mapping[str, int]) -> int:
     """sample_qc: one row per stored sample, its alignment QC (qc_metrics, null when no QC JSON
-    came with it) and genotype counts over every allele of the store.
+    came with it) and genotype counts over every allele of the store; ``singletons`` per
+    sample come from :func:`_rebuild_variants`, which sees every site once.
 
     het/hom: diploid calls (0 < alt_count < ploidy, alt_count == ploidy); Ti/Tv over carried
     SNV alleles (A<>G, C<>T transitions); singletons: carried alleles with cohort ac == 1.
@@ -1678,6 +1711,15 @@ def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes]) -> int:
     )
     con = _internal_connection(store)
     try:
+        con.register(
+            "single",
+            pa.table(
+                {
+                    "sample": pa.array(list(singletons), pa.string()),
+                    "n_singletons": pa.array(list(singletons.values()), pa.int64()),
+                }
+            ),
+        )
         table = _fetch(
             con,
             f"""
@@ -1690,13 +1732,6 @@ def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes]) -> int:
                     sum(n_snv) AS n_snv, sum(n_indel) AS n_indel,
                     sum(n_transitions) AS n_transitions, sum(n_transversions) AS n_transversions
                 FROM sample_counts GROUP BY sample
-            ), site AS (
-                SELECT variant_id, sum(ac) AS ac,
-                    max(carrier) FILTER (WHERE n_carriers = 1 AND ac = 1) AS carrier
-                FROM site_counts GROUP BY variant_id
-            ), single AS (
-                SELECT carrier AS sample, count(*) AS n_singletons
-                FROM site WHERE ac = 1 GROUP BY carrier
             ), g AS (
                 SELECT c.*, coalesce(single.n_singletons, 0) AS n_singletons
                 FROM c LEFT JOIN single USING (sample)
@@ -1732,32 +1767,70 @@ def _rebuild_sample_qc(store: Path, meta: dict[bytes, bytes]) -> int:
     return table.num_rows
 
 
+def _site_columns(
+    site_pos: np.ndarray, site_ids: pa.Array, pos: np.ndarray, vids: pa.Array
+) -> np.ndarray:
+    """Column of each row's variant in a contig's site list (-1: not a listed site).
+
+    ``site_pos`` / ``site_ids`` are the sites sorted by (pos, variant_id); ``pos`` / ``vids``
+    the rows' (any order). A binary search on pos finds the first site at the row's position;
+    rows whose variant is not that one try the next site at the same position, and so on. No
+    hash table of the site list is built (one per record batch cost 80 ms at 400,000 sites).
+    """
+    out = np.full(len(pos), -1, dtype=np.int64)
+    rows = np.arange(len(pos))
+    at = np.searchsorted(site_pos, pos, side="left")
+    vids = vids.cast(pa.string()) if pa.types.is_dictionary(vids.type) else vids
+    while len(rows):
+        inside = at < len(site_pos)
+        rows, at = rows[inside], at[inside]
+        same_pos = site_pos[at] == pos[rows]
+        rows, at = rows[same_pos], at[same_pos]
+        if not len(rows):
+            break
+        hit = pc.equal(site_ids.take(pa.array(at)), vids.take(pa.array(rows)))
+        hit = hit.to_numpy(zero_copy_only=False)
+        out[rows[hit]] = at[hit]
+        rows, at = rows[~hit], at[~hit] + 1
+    return out
+
+
 def _genotype_codes(
     path: Path,
     sample_index: Mapping[str, int],
+    site_pos: np.ndarray,
     site_ids: pa.Array,
     first_site: int,
     spill: CodeSpill,
 ) -> None:
     """Write into ``spill`` the 2-bit codes (:mod:`cohortflow.kinship`) of one genotypes file:
-    alt_count of diploid calls, missing elsewhere. ``site_ids`` are the contig's kinship sites,
-    at columns ``first_site + k`` of the spill. Streams the file in record batches, one sample
-    run at a time; memory follows the record batch, not the file or the cohort."""
+    alt_count of diploid calls, missing elsewhere. ``site_pos`` / ``site_ids`` are the contig's
+    kinship sites sorted by (pos, variant_id), at columns ``first_site + k`` of the spill.
+    Streams the file in record batches, one sample run at a time; memory follows the record
+    batch, not the file or the cohort."""
     # one row group at a time (no read-ahead): memory does not follow the file's size
     pf = pq.ParquetFile(path, read_dictionary=["sample", "variant_id"], pre_buffer=False)
     for rb in pf.iter_batches(
-        batch_size=1 << 18,
-        columns=["sample", "variant_id", "alt_count", "ploidy"],
+        batch_size=1 << 16,
+        columns=["sample", "variant_id", "pos", "alt_count", "ploidy"],
         use_threads=False,
     ):
         smp = rb.column(0)
-        vid = rb.column(1)
         rows = np.array([sample_index.get(x, -1) for x in smp.dictionary.to_pylist()] + [-1])
-        cols = pc.index_in(vid.dictionary, value_set=site_ids).fill_null(-1).to_numpy()
         r = rows[smp.indices.to_numpy()]
-        c = cols[vid.indices.to_numpy()]
-        alt = rb.column(2).fill_null(-1).to_numpy()
-        diploid = rb.column(3).fill_null(0).to_numpy() == 2
+        # resolve each distinct variant of the batch once (its dictionary), then the rows
+        vid, pos = rb.column(1), rb.column(2).to_numpy()
+        idx = vid.indices.to_numpy()
+        one_row = np.full(len(vid.dictionary), -1, dtype=np.int64)
+        one_row[idx[::-1]] = np.arange(len(idx) - 1, -1, -1)
+        used = np.flatnonzero(one_row >= 0)
+        column = np.full(len(vid.dictionary), -1, dtype=np.int64)
+        column[used] = _site_columns(
+            site_pos, site_ids, pos[one_row[used]], vid.dictionary.take(pa.array(used))
+        )
+        c = column[idx]
+        alt = rb.column(3).fill_null(-1).to_numpy()
+        diploid = rb.column(4).fill_null(0).to_numpy() == 2
         code = np.where(diploid & (alt >= 0), alt, -1).astype(np.int8)
         starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         for lo, hi in zip(starts, [*starts[1:], len(r)], strict=True):
@@ -1785,7 +1858,8 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
         samples = _fetch(con, "SELECT sample FROM samples ORDER BY sample").column(0).to_pylist()
         sites = _fetch(
             con,
-            "SELECT contig, variant_id FROM variants WHERE ac > 0 ORDER BY contig, pos, variant_id",
+            "SELECT contig, pos, variant_id FROM variants WHERE ac > 0 "
+            "ORDER BY contig, pos, variant_id",
         )
     finally:
         con.close()
@@ -1797,11 +1871,13 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     ):
         first = 0
         for contig in pc.unique(contig_col).to_pylist():
-            ids = sites.filter(pc.equal(contig_col, contig)).column("variant_id").combine_chunks()
+            part = sites.filter(pc.equal(contig_col, contig))
+            ids = part.column("variant_id").combine_chunks()
+            site_pos = part.column("pos").to_numpy()
             folder = _partition_dir(store / "genotypes", contig)
             for path in sorted(folder.glob("*.parquet")):
                 if not path.name.startswith((".", "_")):
-                    _genotype_codes(path, index, ids, first, spill)
+                    _genotype_codes(path, index, site_pos, ids, first, spill)
             first += len(ids)
         _release_memory()  # the genotype reader's buffers, before the tiles' matrices
         table, summary = king_pairs(spill, samples)
@@ -1825,61 +1901,45 @@ def _hwe_column(counts: pa.Table) -> pa.Array:
     return pa.array(p[inverse.reshape(-1)], pa.float64(), mask=triples.sum(axis=1) == 0)
 
 
-def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
-    """Recompute the variants table from all stored genotypes and annotations; rewrite it whole.
+def _variants_query(first: str, annotated: str) -> str:
+    """SQL of the variants rows of one window: site_counts summed over files, the first
+    non-null annotation (by sample) of each allele; parameters contig, first pos, last pos."""
+    return f"""
+        WITH g AS (
+            SELECT contig, pos, variant_id,
+                sum(ac)::BIGINT AS ac,
+                sum(an)::BIGINT AS an,
+                sum(n_called)::BIGINT AS n_called,
+                sum(n_het)::BIGINT AS n_het,
+                sum(n_hom_alt)::BIGINT AS n_hom_alt,
+                sum(n_hemi_alt)::BIGINT AS n_hemi_alt,
+                sum(d_hom_ref)::BIGINT AS d_hom_ref,
+                sum(d_het)::BIGINT AS d_het,
+                sum(d_hom_alt)::BIGINT AS d_hom_alt,
+                sum(n_rows)::BIGINT AS n_rows,
+                max(carrier) FILTER (WHERE n_carriers = 1 AND ac = 1) AS singleton_carrier
+            FROM site_counts WHERE contig = $1 AND pos BETWEEN $2 AND $3
+            GROUP BY contig, pos, variant_id
+        ), a AS (
+            SELECT variant_id, {first} FROM annotations
+            WHERE contig = $1 AND pos BETWEEN $2 AND $3 AND ({annotated})
+            GROUP BY variant_id
+        ), r AS (
+            -- variant_id is contig-pos-ref-alt; REF and ALT have no "-"
+            SELECT *, substr(variant_id, length(contig) + length(pos::VARCHAR) + 3) AS rest
+            FROM g
+        )
+        SELECT r.* EXCLUDE (rest, contig),
+            split_part(rest, '-', 1) AS ref,
+            substr(rest, length(split_part(rest, '-', 1)) + 2) AS alt,
+            a.* EXCLUDE (variant_id)
+        FROM r LEFT JOIN a USING (variant_id)
+        ORDER BY pos, variant_id
+        """
 
-    an counts the ploidy of called samples; n_het counts 0 < alt_count < ploidy; n_hom_alt
-    alt_count == ploidy >= 2; n_hemi_alt haploid alt calls; hwe_p uses diploid calls only.
-    Memory: DuckDB's aggregation over the annotation rows (one per call) keeps one hash table
-    per thread, so the query runs on one thread (measured: less memory and no slower); the
-    result is one row per site, in Arrow columns (no Python object per site).
-    """
-    con = _internal_connection(store, threads=1)
-    try:
-        first = ", ".join(
-            f"arg_min({name}, sample) FILTER (WHERE {name} IS NOT NULL) AS {name}"
-            for name, _, _ in ANNOTATION_COLUMNS
-        )
-        # rows without any annotation add nothing to the arg_min's: leave them out before the
-        # grouping, so that sites nobody annotated take no aggregate state
-        annotated = " OR ".join(f"{name} IS NOT NULL" for name, _, _ in ANNOTATION_COLUMNS)
-        n_samples = (
-            _fetch(con, "SELECT count(DISTINCT sample) AS n FROM samples").column("n")[0].as_py()
-        )
-        counts = _fetch(
-            con,
-            f"""
-            WITH g AS (
-                SELECT contig, pos, variant_id,
-                    sum(ac)::BIGINT AS ac,
-                    sum(an)::BIGINT AS an,
-                    sum(n_called)::BIGINT AS n_called,
-                    sum(n_het)::BIGINT AS n_het,
-                    sum(n_hom_alt)::BIGINT AS n_hom_alt,
-                    sum(n_hemi_alt)::BIGINT AS n_hemi_alt,
-                    sum(d_hom_ref)::BIGINT AS d_hom_ref,
-                    sum(d_het)::BIGINT AS d_het,
-                    sum(d_hom_alt)::BIGINT AS d_hom_alt,
-                    sum(n_rows)::BIGINT AS n_rows
-                FROM site_counts GROUP BY contig, pos, variant_id
-            ), a AS (
-                SELECT variant_id, {first} FROM annotations WHERE {annotated}
-                GROUP BY variant_id
-            ), r AS (
-                -- variant_id is contig-pos-ref-alt; REF and ALT have no "-"
-                SELECT *, substr(variant_id, length(contig) + length(pos::VARCHAR) + 3) AS rest
-                FROM g
-            )
-            SELECT r.* EXCLUDE (rest),
-                split_part(rest, '-', 1) AS ref,
-                substr(rest, length(split_part(rest, '-', 1)) + 2) AS alt,
-                a.* EXCLUDE (variant_id)
-            FROM r LEFT JOIN a USING (variant_id)
-            ORDER BY contig, pos, variant_id
-            """,
-        )
-    finally:
-        con.close()
+
+def _variant_rows(counts: pa.Table, n_samples: int, store: Path) -> pa.Table:
+    """VARIANTS_SCHEMA rows from one window's query result (:func:`_variants_query`)."""
     rows = counts.num_rows
     bad = np.flatnonzero(counts.column("n_rows").to_numpy() != n_samples)
     if len(bad):
@@ -1907,12 +1967,79 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> int:
         if name not in columns:
             columns[name] = counts.column(name)
     table = pa.table({name: columns[name] for name in VARIANTS_SCHEMA.names})
-    table = table.cast(VARIANTS_SCHEMA)
-    table = table.append_column("contig", counts.column("contig").cast(pa.string()))
-    with atomic_output(store / "variants") as tmp:
-        tmp.mkdir(parents=True)
-        _write_partitioned(tmp, "part-0", table, VARIANTS_SCHEMA, meta)
-    return rows
+    return _sort(table.cast(VARIANTS_SCHEMA), ["pos", "variant_id"])
+
+
+def _windows(positions: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """(first, last) positions of consecutive windows of at most ``size`` of the sorted
+    distinct ``positions``."""
+    return [
+        (int(positions[i]), int(positions[min(i + size, len(positions)) - 1]))
+        for i in range(0, len(positions), size)
+    ]
+
+
+def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> tuple[int, dict[str, int]]:
+    """Recompute the variants table from all stored site counts and annotations; rewrite it
+    whole, contig by contig and window by window (:data:`VARIANT_WINDOW` positions). Return
+    the number of sites and, per sample, its singletons (alleles of cohort ac 1 it carries).
+
+    an counts the ploidy of called samples; n_het counts 0 < alt_count < ploidy; n_hom_alt
+    alt_count == ploidy >= 2; n_hemi_alt haploid alt calls; hwe_p uses diploid calls only.
+    Memory follows the window, not the cohort: one query per window (site_counts and
+    annotations files are sorted by pos, so DuckDB reads only their row groups that overlap
+    it) on one thread, whose rows are written before the next; what grows with the number of
+    sites is one contig's distinct positions (8 bytes each).
+    """
+    con = _internal_connection(store, threads=1)
+    rows = 0
+    singletons: dict[str, int] = {}
+    try:
+        first = ", ".join(
+            f"arg_min({name}, sample) FILTER (WHERE {name} IS NOT NULL) AS {name}"
+            for name, _, _ in ANNOTATION_COLUMNS
+        )
+        # rows without any annotation add nothing to the arg_min's: leave them out before the
+        # grouping, so that sites nobody annotated take no aggregate state
+        annotated = " OR ".join(f"{name} IS NOT NULL" for name, _, _ in ANNOTATION_COLUMNS)
+        sql = _variants_query(first, annotated)
+        n_samples = (
+            _fetch(con, "SELECT count(DISTINCT sample) AS n FROM samples").column("n")[0].as_py()
+        )
+        contigs = _fetch(con, "SELECT DISTINCT contig FROM site_counts ORDER BY contig")
+        with atomic_output(store / "variants") as tmp:
+            tmp.mkdir(parents=True)
+            for contig in contigs.column(0).to_pylist():
+                positions = _fetch(
+                    con,
+                    "SELECT DISTINCT pos FROM site_counts WHERE contig = $1 ORDER BY pos",
+                    [contig],
+                )
+                positions = positions.column(0).to_numpy()
+                out = _BufferedWriter(
+                    _partition_dir(tmp, contig) / "part-0.parquet",
+                    VARIANTS_SCHEMA,
+                    meta,
+                    VARIANT_WINDOW,
+                )
+                ok = False
+                try:
+                    for lo, hi in _windows(positions, VARIANT_WINDOW):
+                        part = _fetch(con, sql, [contig, lo, hi])
+                        out.write(_variant_rows(part, n_samples, store))
+                        rows += part.num_rows
+                        single = part.filter(pc.equal(part.column("ac"), 1))
+                        for item in pc.value_counts(single.column("singleton_carrier")).to_pylist():
+                            if item["values"] is not None:
+                                name = item["values"]
+                                singletons[name] = singletons.get(name, 0) + item["counts"]
+                        del part
+                    ok = True
+                finally:
+                    out.close(ok)
+    finally:
+        con.close()
+    return rows, singletons
 
 
 def aggregate(
@@ -1966,6 +2093,9 @@ def aggregate(
             if clashes:
                 _remove_samples(store, set(clashes))
             summary = _append(store, batch, spilled, batch_sites, committed, metadata)
+            del spilled, batch_sites  # the site lists: not needed by the cohort tables
+        merged = _merged_metadata(store, committed, metadata)
+        summary["sites_total"] = _rebuild_cohort_tables(store, merged)
         summary["samples_replaced"] = clashes
         record = {
             "batch": batch,
@@ -2042,16 +2172,24 @@ class _Spilled:
     blocks_at: tuple[int, int]
     provenance: dict[str, str]
 
-    def table(self, which: str, contig: str | None = None) -> pa.Table:
-        table = self.spill.read(which, *(self.calls_at if which == "calls" else self.blocks_at))
-        if contig is not None:
-            table = table.filter(pc.equal(table.column("contig"), contig))
-        return table
+    def table(self, which: str) -> pa.Table:
+        return self.spill.read(which, *(self.calls_at if which == "calls" else self.blocks_at))
+
+    def window(self, which: str, contig: str, first1: int, last1: int) -> pa.Table:
+        """The sample's calls at positions [first1, last1] of ``contig``, or its blocks that
+        overlap them (1-based, inclusive)."""
+        at = self.calls_at if which == "calls" else self.blocks_at
+        return self.spill.read_window(which, *at, contig, first1, last1)
 
 
 class _Spill:
     """Two Arrow IPC files (calls, blocks) holding every sample of the batch, appended to in
-    pass 1 and read back sample by sample in pass 2."""
+    pass 1 and read back sample by sample and window by window in pass 2.
+
+    A sample's rows are stored in record batches of at most :data:`SPILL_BATCH_ROWS` rows of
+    one contig each, with the first and last position each covers (calls: pos; blocks: start1
+    and the largest end1), so that a window of sites reads only the batches that overlap it.
+    """
 
     def __init__(self, folder: Path):
         self.paths = {"calls": folder / "calls.arrow", "blocks": folder / "blocks.arrow"}
@@ -2060,14 +2198,35 @@ class _Spill:
         self._writers = {k: pa.ipc.new_file(self._sinks[k], self.schemas[k]) for k in self.paths}
         self._counts = {k: 0 for k in self.paths}
         self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
+        # per record batch: its contig, first and last position covered
+        self._contigs: dict[str, list[str]] = {k: [] for k in self.paths}
+        self._first = {k: array.array("q") for k in self.paths}
+        self._last = {k: array.array("q") for k in self.paths}
+        self._names: dict[str, str] = {}  # one str object per contig name
 
     def append(self, which: str, table: pa.Table) -> tuple[int, int]:
-        batches = table.cast(self.schemas[which]).combine_chunks().to_batches()
-        for rb in batches:
-            self._writers[which].write_batch(rb)
+        table = table.cast(self.schemas[which]).combine_chunks()
         first = self._counts[which]
-        self._counts[which] += len(batches)
-        return first, len(batches)
+        if table.num_rows == 0:
+            return first, 0
+        contig = table.column("contig")
+        if which == "calls":
+            lo = hi = table.column("pos").to_numpy()
+        else:
+            lo, hi = table.column("start1").to_numpy(), table.column("end1").to_numpy()
+        idx = pc.dictionary_encode(contig).combine_chunks().indices.to_numpy()
+        cuts = sorted({0, len(table), *(np.flatnonzero(idx[1:] != idx[:-1]) + 1).tolist()})
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            name = contig[a].as_py()
+            name = self._names.setdefault(name, name)
+            for start in range(a, b, SPILL_BATCH_ROWS):
+                end = min(b, start + SPILL_BATCH_ROWS)
+                self._writers[which].write_batch(table.slice(start, end - start).to_batches()[0])
+                self._contigs[which].append(name)
+                self._first[which].append(int(lo[start:end].min()))
+                self._last[which].append(int(hi[start:end].max()))
+                self._counts[which] += 1
+        return first, self._counts[which] - first
 
     def finish(self) -> None:
         for k in self.paths:
@@ -2081,6 +2240,31 @@ class _Spill:
         if count == 0:
             return self.schemas[which].empty_table()
         return pa.Table.from_batches([reader.get_batch(i) for i in range(first, first + count)])
+
+    def read_window(
+        self, which: str, first: int, count: int, contig: str, first1: int, last1: int
+    ) -> pa.Table:
+        """Rows of record batches [first, first + count) on ``contig`` that cover positions
+        [first1, last1] (calls: pos inside; blocks: overlapping)."""
+        reader = self._readers[which]
+        names, lo, hi = self._contigs[which], self._first[which], self._last[which]
+        batches = [
+            reader.get_batch(i)
+            for i in range(first, first + count)
+            if names[i] == contig and lo[i] <= last1 and hi[i] >= first1
+        ]
+        if not batches:
+            return self.schemas[which].empty_table()
+        table = pa.Table.from_batches(batches)
+        if which == "calls":
+            pos = table.column("pos")
+            keep = pc.and_(pc.greater_equal(pos, first1), pc.less_equal(pos, last1))
+        else:
+            keep = pc.and_(
+                pc.less_equal(table.column("start1"), last1),
+                pc.greater_equal(table.column("end1"), first1),
+            )
+        return table.filter(pc.and_(keep, pc.equal(table.column("contig"), contig)))
 
 
 def _read_batch_inputs(
@@ -2195,7 +2379,7 @@ def _append(
     metadata: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     """Pass 2: write the batch's files (its samples at all sites of the store, earlier samples
-    at the sites new with the batch), then rebuild the cohort-wide tables."""
+    at the sites new with the batch); the caller then rebuilds the cohort-wide tables."""
     meta = _file_metadata
     con = _internal_connection(store)
     try:
@@ -2230,36 +2414,50 @@ def _append(
 
     n_genotypes = 0
     for contig, sites in all_sites.items():
-        gt_out = _BufferedWriter(
-            _partition_dir(store / "genotypes", contig) / f"{batch}.parquet",
-            GENOTYPES_WRITE_SCHEMA,
-            meta("genotypes", metadata),
-            GENOTYPE_ROW_GROUP,
-        )
-        ann_out = _BufferedWriter(
-            _partition_dir(store / "annotations", contig) / f"{batch}.parquet",
-            ANNOTATIONS_SCHEMA,
-            meta("annotations", metadata),
-            GENOTYPE_ROW_GROUP,
-        )
+        outs = {
+            table: _BufferedWriter(
+                _partition_dir(store / table, contig) / f"{batch}.parquet",
+                schema,
+                meta(table, metadata),
+                GENOTYPE_ROW_GROUP,
+            )
+            for table, schema in (
+                ("genotypes", GENOTYPES_WRITE_SCHEMA),
+                ("annotations", ANNOTATIONS_SCHEMA),
+                ("site_counts", SITE_COUNTS_SCHEMA),
+            )
+        }
         ok = False
-        counts = _Counts(contig, sites)
+        totals = np.zeros((len(spilled), len(SAMPLE_COUNTS_SCHEMA) - 1), dtype=np.int64)
         try:
-            for item in spilled:
-                calls = item.table("calls", contig)
-                blocks = item.table("blocks", contig)
-                rows, alt, ploidy = _sample_genotypes(item.inp.sample, batch, sites, calls, blocks)
-                gt_out.write(rows)
-                counts.add(item.inp.sample, alt, ploidy)
-                ann_out.write(_annotation_rows(item.inp.sample, batch, calls))
+            # window by window (cut between positions), every sample in each: memory follows
+            # the window's sites, not the contig's
+            for lo, hi in _site_windows(sites.pos1, GENOTYPE_WINDOW):
+                window = Sites(sites.pos1[lo:hi], sites.vids.slice(lo, hi - lo))
+                first1, last1 = int(window.pos1[0]), int(window.pos1[-1])
+                counts = _Counts(contig, window)
+                for item in spilled:
+                    calls = item.window("calls", contig, first1, last1)
+                    blocks = item.window("blocks", contig, first1, last1)
+                    rows, alt, ploidy = _sample_genotypes(
+                        item.inp.sample, batch, window, calls, blocks
+                    )
+                    outs["genotypes"].write(rows)
+                    counts.add(item.inp.sample, alt, ploidy)
+                    outs["annotations"].write(_annotation_rows(item.inp.sample, batch, calls))
+                outs["site_counts"].write(_sort(counts.site_table(), ["pos", "variant_id"]))
+                totals += counts.sample_values()
             ok = True
         finally:
-            for out in (gt_out, ann_out):
+            for out in outs.values():
                 if out.close(ok):
                     written.append(out.path)
-        if gt_out.written:
-            written += _write_counts(store, contig, batch, counts, metadata)
-        n_genotypes += gt_out.written
+        if outs["genotypes"].written:
+            path = _partition_dir(store / "sample_counts", contig) / f"{batch}.parquet"
+            table = _sample_counts_table([s.inp.sample for s in spilled], totals)
+            _write_parquet(_sort(table, ["sample"]), path, meta("sample_counts", metadata))
+            written.append(path)
+        n_genotypes += outs["genotypes"].written
 
     n_fill = 0
     if old_samples and new_by_contig:
@@ -2322,13 +2520,10 @@ def _append(
         meta("qc_metrics", metadata),
         ["sample"],
     )
-    merged = _merged_metadata(store, committed, metadata)
-    n_sites = _rebuild_cohort_tables(store, merged)
     return {
         "batch": batch,
         "samples_added": [s.inp.sample for s in spilled],
         "sites_new": new_sites.num_rows,
-        "sites_total": n_sites,
         "genotype_rows": n_genotypes,
         "fill_rows": n_fill,
         "files_written": len(written),
@@ -2445,7 +2640,7 @@ def replace_annotations(store: Path, annotations: pa.Table, kb_release: str) -> 
         with atomic_output(store / ANNOTATION_RECORD) as tmp:
             tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         merged = _merged_metadata(store, committed, None)
-        _rebuild_variants(store, _file_metadata("variants", merged))
+        _rebuild_variants(store, _file_metadata("variants", merged))  # singletons unchanged
         con = open_store(store)
         try:
             stored = _fetch(con, "SELECT DISTINCT variant_id FROM variants").column("variant_id")

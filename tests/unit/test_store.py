@@ -7,13 +7,18 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+import pandas as pd  # at collection: cohortflow.lean blocks a first import after aggregate
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pysam
 import pytest
 
 from cohortflow import SCHEMA_VERSION, __version__
+from cohortflow import store as store_mod
 from cohortflow.errors import CohortflowError
 from cohortflow.query import format_table
 from cohortflow.store import SampleInput, aggregate, open_store, query, table_files
@@ -350,8 +355,6 @@ def test_duplicate_sample_refused_and_replace(
 
 
 def test_metadata_in_every_file_and_readers(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
-    pd = pytest.importorskip("pandas")
-    pl = pytest.importorskip("polars")
     store = tmp_path / "store"
     qc = tmp_path / "A.qc.json"
     qc.write_text(
@@ -516,3 +519,56 @@ def test_same_inputs_same_bytes(tmp_path: Path, inputs: dict[str, SampleInput]) 
         if rel.name == ".lock":
             continue
         assert (stores[0] / rel).read_bytes() == (stores[1] / rel).read_bytes(), rel
+
+
+def test_site_windows_cut_between_positions() -> None:
+    pos1 = np.array([100, 150, 200, 200, 200, 300, 400])
+    assert store_mod._site_windows(pos1, 1) == [(0, 1), (1, 2), (2, 5), (5, 6), (6, 7)]
+    assert store_mod._site_windows(pos1, 3) == [(0, 5), (5, 7)]
+    assert store_mod._site_windows(pos1, 100) == [(0, 7)]
+    assert store_mod._site_windows(pos1[:0], 4) == []
+
+
+def test_site_columns_resolve_alleles_of_one_position() -> None:
+    site_pos = np.array([100, 200, 200, 300])
+    ids = pa.array(["c-100-A-G", "c-200-C-G", "c-200-C-T", "c-300-T-C"])
+    pos = np.array([200, 300, 200, 100, 250, 200, 400])
+    vids = pa.array(
+        ["c-200-C-T", "c-300-T-C", "c-200-C-G", "c-100-A-G", "c-250-A-T", "c-200-C-A", "c-400-G-A"]
+    )
+    got = store_mod._site_columns(site_pos, ids, pos, pc.dictionary_encode(vids))
+    assert got.tolist() == [2, 3, 1, 0, -1, -1, -1]
+
+
+def test_small_windows_give_the_same_tables(
+    tmp_path: Path, inputs: dict[str, SampleInput], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows of one position and spill batches of one row (the real sizes are 2^14 to 2^16)
+    change no value of any table: windowing only bounds memory."""
+    stores = {"one": tmp_path / "one", "small": tmp_path / "small"}
+    for name, store in stores.items():
+        if name == "small":
+            monkeypatch.setattr(store_mod, "GENOTYPE_WINDOW", 1)
+            monkeypatch.setattr(store_mod, "VARIANT_WINDOW", 1)
+            monkeypatch.setattr(store_mod, "SPILL_BATCH_ROWS", 1)
+        aggregate(store, "b1", [inputs["A"], inputs["C"]])
+        aggregate(store, "b2", [inputs["B"], inputs["D"]])
+    tables = ("variants", "genotypes", "ref_blocks", "annotations", "samples", "sample_qc")
+    for table in (*tables, "kinship"):
+        assert _sorted_rows(stores["one"], table) == _sorted_rows(stores["small"], table), table
+    # the small store was written window by window: chr1 of b1 has sites 100, 200 (two
+    # alleles, one window), 400 -> A, C, A, C, A, C; one window gives A, A, A, A, C, C, C, C
+    path = stores["small"] / "genotypes" / "contig=chr1" / "b1.parquet"
+    order = pq.read_table(path, columns=["sample", "pos"]).to_pylist()
+    assert [(r["sample"], r["pos"]) for r in order] == [
+        ("A", 100),
+        ("C", 100),
+        ("A", 200),
+        ("A", 200),
+        ("C", 200),
+        ("C", 200),
+        ("A", 400),
+        ("C", 400),
+    ]
+    one = pq.read_table(stores["one"] / "genotypes" / "contig=chr1" / "b1.parquet")
+    assert one.column("sample").to_pylist() == ["A"] * 4 + ["C"] * 4

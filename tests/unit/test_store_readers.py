@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pandas as pd  # at collection: cohortflow.lean blocks a first import after aggregate
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-import pytest
 from test_store import make_inputs
 
 from cohortflow import SCHEMA_VERSION, __version__
@@ -20,8 +21,6 @@ TABLES = ("samples", "sample_qc", "variants", "genotypes", "kinship")
 
 
 def test_tables_read_with_four_readers(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas")
-    pl = pytest.importorskip("polars")
     inputs = make_inputs(tmp_path)
     store = tmp_path / "store"
     meta = {
