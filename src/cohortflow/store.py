@@ -279,11 +279,15 @@ BATCH_TABLES = (
 # this bounds the writers' memory, whatever the number of samples.
 GENOTYPE_ROW_GROUP = 1 << 18
 # Rows of allele keys that reading a batch collects before it folds them into the site list.
-_PENDING_SITE_ROWS = 1 << 18
 # distinct positions per window of the variants rebuild (and rows per row group of its files)
-VARIANT_WINDOW = 1 << 16
-# sites per window of a genotypes file: the batch's samples are written window after window
+VARIANT_WINDOW = 1 << 14
+# distinct positions per window of a genotypes file: the batch's samples are written window
+# after window
 GENOTYPE_WINDOW = 1 << 16
+SITES_ROW_GROUP = 1 << 14  # rows per row group of the batch's sorted site list
+WIDE_ROW_GROUP = 1 << 16  # rows per row group of the annotations and site_counts files
+# DuckDB's memory for the batch's site list (distinct, sorted): beyond it, it spills to disk
+DUCKDB_MEMORY = "128MB"
 SPILL_BATCH_ROWS = 1 << 14  # rows per record batch of the pass-1 spill files
 QC_FLOAT_KEYS = (
     "mapped_fraction",
@@ -1175,19 +1179,6 @@ def _sample_counts_table(samples: Sequence[str], values: np.ndarray) -> pa.Table
     )
 
 
-def _site_windows(pos1: np.ndarray, size: int) -> list[tuple[int, int]]:
-    """[lo, hi) index ranges of consecutive windows of about ``size`` sites of the sorted
-    ``pos1``, cut only between positions (the alleles of one position share a window)."""
-    cuts = [0]
-    while cuts[-1] < len(pos1):
-        end = cuts[-1] + size
-        if end >= len(pos1):
-            cuts.append(len(pos1))
-        else:
-            cuts.append(int(np.searchsorted(pos1, pos1[end - 1], side="right")))
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-
 def _write_counts(
     store: Path, contig: str, stem: str, counts: _Counts, metadata: Mapping[str, str] | None
 ) -> list[Path]:
@@ -1672,6 +1663,9 @@ def _internal_connection(store: Path, threads: int | None = None) -> duckdb.Duck
     con = open_store(store)
     con.execute("SET memory_limit = '1GB'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_external_file_cache = false")
+    # DuckDB's allocator keeps freed memory for reuse; hand it back after every query
+    con.execute("SET allocator_flush_threshold = '8MB'")
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
     return con
@@ -1841,6 +1835,23 @@ def _genotype_codes(
             spill.update(row, c[lo:hi][keep] + first_site, code[lo:hi][keep])
 
 
+def _polymorphic_sites(store: Path, contig: str) -> tuple[np.ndarray, pa.Array]:
+    """(pos, variant_id) of the alleles with ac > 0 of one contig, in the order of its
+    variants file (sorted by pos, then variant_id), read row group by row group."""
+    pos_parts: list[np.ndarray] = []
+    id_parts: list[pa.Array] = []
+    for path in table_files(store, "variants"):
+        if path.parent != _partition_dir(store / "variants", contig):
+            continue
+        pf = pq.ParquetFile(path, pre_buffer=False)
+        for rb in pf.iter_batches(columns=["pos", "variant_id", "ac"], use_threads=False):
+            keep = pc.greater(rb.column(2), 0)
+            pos_parts.append(rb.column(0).filter(keep).to_numpy())
+            id_parts.append(rb.column(1).filter(keep))
+    ids = pa.concat_arrays(id_parts) if id_parts else pa.array([], pa.string())
+    return (np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64)), ids
+
+
 def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     """kinship: KING-robust over all stored samples and polymorphic alleles; only the pairs at
     or above :data:`cohortflow.kinship.REPORT_MIN_KINSHIP` are rows, the counts over all pairs
@@ -1849,38 +1860,39 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     Memory: the pair counts no longer grow with the number of samples. The 2-bit codes of
     every sample at every site go to a spill file in a temporary folder of the store (samples x
     sites / 4 bytes on disk) and pairs are computed tile by tile
-    (:func:`cohortflow.kinship.king_pairs`); what stays in memory is the sample names, the
-    polymorphic variant IDs, one record batch of genotypes, two tiles x one block of codes and
-    the stored (close) pairs.
+    (:func:`cohortflow.kinship.king_pairs`); what stays in memory is the sample names, one
+    contig's polymorphic variant IDs, one record batch of genotypes, two tiles x one block of
+    codes and the stored (close) pairs.
     """
-    con = _internal_connection(store)
+    con = _internal_connection(store, threads=1)
     try:
         samples = _fetch(con, "SELECT sample FROM samples ORDER BY sample").column(0).to_pylist()
-        sites = _fetch(
+        per_contig = _fetch(
             con,
-            "SELECT contig, pos, variant_id FROM variants WHERE ac > 0 "
-            "ORDER BY contig, pos, variant_id",
+            "SELECT contig, count(*) AS n FROM variants WHERE ac > 0 GROUP BY contig "
+            "ORDER BY contig",
         )
+        contigs = per_contig.column("contig").to_pylist()
+        n_sites = sum(per_contig.column("n").to_pylist())
+        index = {name: i for i, name in enumerate(samples)}
+        with (
+            tempfile.TemporaryDirectory(prefix=".tmp.kinship.", dir=store) as tmpdir,
+            CodeSpill(Path(tmpdir) / "codes.bin", len(samples), n_sites) as spill,
+        ):
+            first = 0
+            for contig in contigs:  # one contig's polymorphic sites in memory at a time
+                site_pos, ids = _polymorphic_sites(store, contig)
+                folder = _partition_dir(store / "genotypes", contig)
+                for path in sorted(folder.glob("*.parquet")):
+                    if not path.name.startswith((".", "_")):
+                        _genotype_codes(path, index, site_pos, ids, first, spill)
+                first += len(ids)
+                del ids, site_pos
+            con.close()
+            _release_memory()  # the genotype reader's buffers, before the tiles' matrices
+            table, summary = king_pairs(spill, samples)
     finally:
         con.close()
-    index = {name: i for i, name in enumerate(samples)}
-    contig_col = sites.column("contig")
-    with (
-        tempfile.TemporaryDirectory(prefix=".tmp.kinship.", dir=store) as tmpdir,
-        CodeSpill(Path(tmpdir) / "codes.bin", len(samples), sites.num_rows) as spill,
-    ):
-        first = 0
-        for contig in pc.unique(contig_col).to_pylist():
-            part = sites.filter(pc.equal(contig_col, contig))
-            ids = part.column("variant_id").combine_chunks()
-            site_pos = part.column("pos").to_numpy()
-            folder = _partition_dir(store / "genotypes", contig)
-            for path in sorted(folder.glob("*.parquet")):
-                if not path.name.startswith((".", "_")):
-                    _genotype_codes(path, index, site_pos, ids, first, spill)
-            first += len(ids)
-        _release_memory()  # the genotype reader's buffers, before the tiles' matrices
-        table, summary = king_pairs(spill, samples)
     meta = {**meta, **{k.encode(): v.encode() for k, v in summary.metadata().items()}}
     _write_derived(store, "kinship", table, meta)
     return table.num_rows
@@ -2088,12 +2100,12 @@ def aggregate(
             )
         with tempfile.TemporaryDirectory(prefix=".tmp.spill.", dir=store) as spill:
             # every input is read and checked before the store is touched
-            spilled, batch_sites = _read_batch_inputs(inputs, Path(spill))
+            spilled, sites_path = _read_batch_inputs(inputs, Path(spill))
             _release_memory()
             if clashes:
                 _remove_samples(store, set(clashes))
-            summary = _append(store, batch, spilled, batch_sites, committed, metadata)
-            del spilled, batch_sites  # the site lists: not needed by the cohort tables
+            summary = _append(store, batch, spilled, sites_path, committed, metadata)
+            del spilled
         merged = _merged_metadata(store, committed, metadata)
         summary["sites_total"] = _rebuild_cohort_tables(store, merged)
         summary["samples_replaced"] = clashes
@@ -2267,51 +2279,101 @@ class _Spill:
         return table.filter(pc.and_(keep, pc.equal(table.column("contig"), contig)))
 
 
-def _read_batch_inputs(
-    inputs: Sequence[SampleInput], spill: Path
-) -> tuple[list[_Spilled], pa.Table]:
+_SITE_KEYS = pa.schema([("contig", pa.string()), ("pos", pa.int64()), ("variant_id", pa.string())])
+
+
+def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list[_Spilled], Path]:
     """Pass 1: read every sample (all checked before the store is touched), keep its columns in
-    ``spill``; return them and the batch's distinct sites (contig, pos, variant_id)."""
+    ``spill``; return them and a Parquet file of the batch's distinct sites (contig, pos,
+    variant_id), sorted.
+
+    Every call's key goes to a file as it is read; DuckDB then takes the distinct ones and
+    sorts them with a memory limit (spilling to the spill folder), so no list of the batch's
+    sites is ever held here.
+    """
     spilled: list[_Spilled] = []
-    pending: list[pa.Table] = []
-    sites = pa.table(
-        {
-            "contig": pa.array([], pa.string()),
-            "pos": pa.array([], pa.int64()),
-            "variant_id": pa.array([], pa.string()),
-        }
-    )
-    keys = ["contig", "pos", "variant_id"]
     files = _Spill(spill)
-    for inp in sorted(inputs, key=lambda x: x.sample):
-        data = read_sample(inp)
-        calls_at = files.append("calls", data.calls)
-        blocks_at = files.append("blocks", data.blocks)
-        spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at, data.provenance))
-        pending.append(data.calls.select(keys))
-        if sum(t.num_rows for t in pending) > _PENDING_SITE_ROWS:
-            sites = (
-                pa.concat_tables([sites, *pending]).group_by(keys, use_threads=False).aggregate([])
-            )
-            pending = []
-    sites = pa.concat_tables([sites, *pending]).group_by(keys, use_threads=False).aggregate([])
+    keys_path, sites_path = spill / "keys.parquet", spill / "sites.parquet"
+    keys = pq.ParquetWriter(keys_path, _SITE_KEYS, compression="zstd")
+    try:
+        for inp in sorted(inputs, key=lambda x: x.sample):
+            data = read_sample(inp)
+            calls_at = files.append("calls", data.calls)
+            blocks_at = files.append("blocks", data.blocks)
+            spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at, data.provenance))
+            keys.write_table(data.calls.select(_SITE_KEYS.names).cast(_SITE_KEYS))
+    finally:
+        keys.close()
     files.finish()
-    return spilled, sites
-
-
-def _contig_sites(sites: pa.Table) -> dict[str, Sites]:
-    """contig -> its Sites (sorted by pos, then variant_id)."""
-    out: dict[str, Sites] = {}
-    if sites.num_rows == 0:
-        return out
-    sites = _sort(sites, ["contig", "pos", "variant_id"])
-    contig_col = sites.column("contig")
-    for contig in pc.unique(contig_col).to_pylist():
-        part = sites.filter(pc.equal(contig_col, contig))
-        out[contig] = Sites(
-            part.column("pos").to_numpy(), part.column("variant_id").combine_chunks()
+    con = _spill_connection(spill)
+    try:
+        con.execute(
+            f"COPY (SELECT DISTINCT contig, pos, variant_id FROM read_parquet("
+            f"{_sql_path(keys_path)}) ORDER BY contig, pos, variant_id) TO "
+            f"{_sql_path(sites_path)} (FORMAT parquet, ROW_GROUP_SIZE {SITES_ROW_GROUP})"
         )
-    return out
+    finally:
+        con.close()
+    keys_path.unlink()
+    return spilled, sites_path
+
+
+def _spill_connection(folder: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for the batch's own files: one thread, at most
+    :data:`DUCKDB_MEMORY` of memory, spilling into ``folder``."""
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute("SET threads = 1")
+    con.execute(f"SET temp_directory = {_sql_path(folder / 'duckdb.tmp')}")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _site_window_bounds(
+    con: duckdb.DuckDBPyConnection, sites_path: Path, contig: str, size: int
+) -> list[tuple[int, int]]:
+    """(first, last) positions of the windows of ``contig``: ``size`` distinct positions each,
+    over the batch's sites and the store's (site_counts). DuckDB numbers the positions; only
+    the bounds come back."""
+    rows = _fetch(
+        con,
+        f"""
+        WITH p AS (
+            SELECT DISTINCT pos FROM (
+                SELECT pos FROM read_parquet({_sql_path(sites_path)}) WHERE contig = $1
+                UNION ALL
+                SELECT pos FROM site_counts WHERE contig = $1
+            )
+        ), n AS (SELECT pos, (row_number() OVER (ORDER BY pos) - 1) // {int(size)} AS w FROM p)
+        SELECT min(pos) AS lo, max(pos) AS hi FROM n GROUP BY w ORDER BY w
+        """,
+        [contig],
+    )
+    return list(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True))
+
+
+def _window_sites(
+    con: duckdb.DuckDBPyConnection, sites_path: Path, contig: str, lo: int, hi: int
+) -> tuple[Sites, pa.Table]:
+    """(all sites of the window: the store's and the batch's, sites new with the batch) of
+    positions [lo, hi] of ``contig``, sorted by pos, then variant_id."""
+    both = _fetch(
+        con,
+        f"""
+        SELECT pos, variant_id, bool_and(new) AS new FROM (
+            SELECT pos, variant_id, true AS new FROM read_parquet({_sql_path(sites_path)})
+            WHERE contig = $1 AND pos BETWEEN $2 AND $3
+            UNION ALL
+            SELECT pos, variant_id, false AS new FROM site_counts
+            WHERE contig = $1 AND pos BETWEEN $2 AND $3
+        ) GROUP BY pos, variant_id
+        """,
+        [contig, lo, hi],
+    )
+    both = _sort(both, ["pos", "variant_id"])
+    sites = Sites(both.column("pos").to_numpy(), both.column("variant_id").combine_chunks())
+    new = both.filter(both.column("new")).select(["pos", "variant_id"])
+    return sites, new
 
 
 def _annotation_rows(sample: str, batch: str, calls: pa.Table) -> pa.Table:
@@ -2370,34 +2432,82 @@ def _iter_old_samples(
                 yield name, batch, empty
 
 
+def _append_contig(
+    con: duckdb.DuckDBPyConnection,
+    store: Path,
+    batch: str,
+    contig: str,
+    spilled: Sequence[_Spilled],
+    sites_path: Path,
+    metadata: Mapping[str, str] | None,
+    written: list[Path],
+) -> tuple[int, pa.Table]:
+    """The batch's genotypes, annotations, site and sample counts files of one contig, window
+    by window (cut between positions), every sample in each; paths go to ``written``. Return
+    the genotype rows written and the contig's sites new with the batch (pos, variant_id)."""
+    # row groups: genotypes' columns are narrow; annotations' and site counts' are wide, so
+    # fewer of their rows wait in memory before each row group is written
+    outs = {
+        table: _BufferedWriter(
+            _partition_dir(store / table, contig) / f"{batch}.parquet",
+            schema,
+            _file_metadata(table, metadata),
+            rows,
+        )
+        for table, schema, rows in (
+            ("genotypes", GENOTYPES_WRITE_SCHEMA, GENOTYPE_ROW_GROUP),
+            ("annotations", ANNOTATIONS_SCHEMA, WIDE_ROW_GROUP),
+            ("site_counts", SITE_COUNTS_SCHEMA, WIDE_ROW_GROUP),
+        )
+    }
+    ok = False
+    totals = np.zeros((len(spilled), len(SAMPLE_COUNTS_SCHEMA) - 1), dtype=np.int64)
+    new_parts: list[pa.Table] = []
+    try:
+        for lo, hi in _site_window_bounds(con, sites_path, contig, GENOTYPE_WINDOW):
+            window, new = _window_sites(con, sites_path, contig, lo, hi)
+            new_parts.append(new)
+            counts = _Counts(contig, window)
+            for item in spilled:
+                calls = item.window("calls", contig, lo, hi)
+                blocks = item.window("blocks", contig, lo, hi)
+                rows, alt, ploidy = _sample_genotypes(item.inp.sample, batch, window, calls, blocks)
+                outs["genotypes"].write(rows)
+                counts.add(item.inp.sample, alt, ploidy)
+                outs["annotations"].write(_annotation_rows(item.inp.sample, batch, calls))
+            outs["site_counts"].write(_sort(counts.site_table(), ["pos", "variant_id"]))
+            totals += counts.sample_values()
+        ok = True
+    finally:
+        for out in outs.values():
+            if out.close(ok):
+                written.append(out.path)
+    if outs["genotypes"].written:
+        path = _partition_dir(store / "sample_counts", contig) / f"{batch}.parquet"
+        table = _sample_counts_table([s.inp.sample for s in spilled], totals)
+        _write_parquet(_sort(table, ["sample"]), path, _file_metadata("sample_counts", metadata))
+        written.append(path)
+    new = pa.concat_tables(new_parts) if new_parts else pa.table({"pos": [], "variant_id": []})
+    return outs["genotypes"].written, new
+
+
 def _append(
     store: Path,
     batch: str,
     spilled: Sequence[_Spilled],
-    batch_sites: pa.Table,
+    sites_path: Path,
     committed: Mapping[str, Mapping[str, Any]],
     metadata: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     """Pass 2: write the batch's files (its samples at all sites of the store, earlier samples
-    at the sites new with the batch); the caller then rebuilds the cohort-wide tables."""
-    meta = _file_metadata
-    con = _internal_connection(store)
-    try:
-        old_sites = _fetch(con, "SELECT DISTINCT contig, pos, variant_id FROM genotypes")
-        old_samples = [
-            (r["sample"], r["batch"])
-            for r in _fetch(con, "SELECT sample, batch FROM samples ORDER BY sample").to_pylist()
-        ]
-    finally:
-        con.close()
-    old_sites = old_sites.cast(batch_sites.schema)
-    is_new = pc.invert(
-        pc.is_in(batch_sites.column("variant_id"), value_set=old_sites.column("variant_id"))
-    )
-    new_sites = batch_sites.filter(is_new)
-    all_sites = _contig_sites(pa.concat_tables([old_sites, new_sites]))
-    new_by_contig = _contig_sites(new_sites)
+    at the sites new with the batch); the caller then rebuilds the cohort-wide tables.
 
+    ``sites_path``: the batch's distinct sites, sorted (:func:`_read_batch_inputs`). Contig by
+    contig and window by window (:data:`GENOTYPE_WINDOW` positions), the window's sites are
+    those of the batch and the store's (its site_counts files); no site list of the whole
+    store or batch is held.
+    """
+    meta = _file_metadata
     written: list[Path] = []
     blocks_out = _BufferedWriter(
         store / "ref_blocks" / f"{batch}.parquet",
@@ -2412,52 +2522,32 @@ def _append(
         if blocks_out.close(ok=sys.exc_info()[0] is None):
             written.append(blocks_out.path)
 
-    n_genotypes = 0
-    for contig, sites in all_sites.items():
-        outs = {
-            table: _BufferedWriter(
-                _partition_dir(store / table, contig) / f"{batch}.parquet",
-                schema,
-                meta(table, metadata),
-                GENOTYPE_ROW_GROUP,
+    # the store as it was before this batch: its views list the files of that moment
+    con = _internal_connection(store, threads=1)
+    try:
+        old_samples = [
+            (r["sample"], r["batch"])
+            for r in _fetch(con, "SELECT sample, batch FROM samples ORDER BY sample").to_pylist()
+        ]
+        contigs = _fetch(
+            con,
+            f"SELECT DISTINCT contig FROM read_parquet({_sql_path(sites_path)}) UNION "
+            "SELECT DISTINCT contig FROM site_counts ORDER BY contig",
+        )
+        new_by_contig: dict[str, Sites] = {}
+        n_genotypes = 0
+        for contig in contigs.column(0).to_pylist():
+            rows, new = _append_contig(
+                con, store, batch, contig, spilled, sites_path, metadata, written
             )
-            for table, schema in (
-                ("genotypes", GENOTYPES_WRITE_SCHEMA),
-                ("annotations", ANNOTATIONS_SCHEMA),
-                ("site_counts", SITE_COUNTS_SCHEMA),
-            )
-        }
-        ok = False
-        totals = np.zeros((len(spilled), len(SAMPLE_COUNTS_SCHEMA) - 1), dtype=np.int64)
-        try:
-            # window by window (cut between positions), every sample in each: memory follows
-            # the window's sites, not the contig's
-            for lo, hi in _site_windows(sites.pos1, GENOTYPE_WINDOW):
-                window = Sites(sites.pos1[lo:hi], sites.vids.slice(lo, hi - lo))
-                first1, last1 = int(window.pos1[0]), int(window.pos1[-1])
-                counts = _Counts(contig, window)
-                for item in spilled:
-                    calls = item.window("calls", contig, first1, last1)
-                    blocks = item.window("blocks", contig, first1, last1)
-                    rows, alt, ploidy = _sample_genotypes(
-                        item.inp.sample, batch, window, calls, blocks
-                    )
-                    outs["genotypes"].write(rows)
-                    counts.add(item.inp.sample, alt, ploidy)
-                    outs["annotations"].write(_annotation_rows(item.inp.sample, batch, calls))
-                outs["site_counts"].write(_sort(counts.site_table(), ["pos", "variant_id"]))
-                totals += counts.sample_values()
-            ok = True
-        finally:
-            for out in outs.values():
-                if out.close(ok):
-                    written.append(out.path)
-        if outs["genotypes"].written:
-            path = _partition_dir(store / "sample_counts", contig) / f"{batch}.parquet"
-            table = _sample_counts_table([s.inp.sample for s in spilled], totals)
-            _write_parquet(_sort(table, ["sample"]), path, meta("sample_counts", metadata))
-            written.append(path)
-        n_genotypes += outs["genotypes"].written
+            n_genotypes += rows
+            if new.num_rows:
+                new_by_contig[contig] = Sites(
+                    new.column("pos").to_numpy(), new.column("variant_id").combine_chunks()
+                )
+    finally:
+        con.close()
+    n_new = sum(len(sites.vids) for sites in new_by_contig.values())
 
     n_fill = 0
     if old_samples and new_by_contig:
@@ -2523,7 +2613,7 @@ def _append(
     return {
         "batch": batch,
         "samples_added": [s.inp.sample for s in spilled],
-        "sites_new": new_sites.num_rows,
+        "sites_new": n_new,
         "genotype_rows": n_genotypes,
         "fill_rows": n_fill,
         "files_written": len(written),

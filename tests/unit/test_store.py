@@ -521,14 +521,6 @@ def test_same_inputs_same_bytes(tmp_path: Path, inputs: dict[str, SampleInput]) 
         assert (stores[0] / rel).read_bytes() == (stores[1] / rel).read_bytes(), rel
 
 
-def test_site_windows_cut_between_positions() -> None:
-    pos1 = np.array([100, 150, 200, 200, 200, 300, 400])
-    assert store_mod._site_windows(pos1, 1) == [(0, 1), (1, 2), (2, 5), (5, 6), (6, 7)]
-    assert store_mod._site_windows(pos1, 3) == [(0, 5), (5, 7)]
-    assert store_mod._site_windows(pos1, 100) == [(0, 7)]
-    assert store_mod._site_windows(pos1[:0], 4) == []
-
-
 def test_site_columns_resolve_alleles_of_one_position() -> None:
     site_pos = np.array([100, 200, 200, 300])
     ids = pa.array(["c-100-A-G", "c-200-C-G", "c-200-C-T", "c-300-T-C"])
