@@ -286,7 +286,8 @@ VARIANT_WINDOW = 1 << 14
 GENOTYPE_WINDOW = 1 << 16
 SITES_ROW_GROUP = 1 << 14  # rows per row group of the batch's sorted site list
 WIDE_ROW_GROUP = 1 << 16  # rows per row group of the annotations and site_counts files
-# DuckDB's memory for the batch's site list (distinct, sorted): beyond it, it spills to disk
+# DuckDB's memory for each of cohortflow's own queries (the batch's site list, the cohort
+# tables): beyond it, DuckDB spills to disk
 DUCKDB_MEMORY = "128MB"
 SPILL_BATCH_ROWS = 1 << 14  # rows per record batch of the pass-1 spill files
 QC_FLOAT_KEYS = (
@@ -1659,13 +1660,17 @@ def _write_batch_table(
 
 def _internal_connection(store: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """open_store with bounded memory for cohortflow's own cohort-wide queries; ``threads``
-    DuckDB threads (None: its default, one per core)."""
+    DuckDB threads (None: its default, one per core).
+
+    DuckDB keeps the memory its queries freed, up to its limit, for the next query: the limit
+    (:data:`DUCKDB_MEMORY`) bounds what a connection holds between queries too. Past it,
+    DuckDB spills to a temporary folder of the store (removed on close, or as a leftover by
+    the next aggregate)."""
     con = open_store(store)
-    con.execute("SET memory_limit = '1GB'")
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute(f"SET temp_directory = {_sql_path(store / '.tmp.duckdb')}")
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_external_file_cache = false")
-    # DuckDB's allocator keeps freed memory for reuse; hand it back after every query
-    con.execute("SET allocator_flush_threshold = '8MB'")
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
     return con
@@ -2395,7 +2400,9 @@ def _blocks_by_sample(path: Path) -> Iterator[tuple[str, pa.Table]]:
     """(sample, its rows) of a ref_blocks file written sample by sample, streaming it."""
     current: str | None = None
     parts: list[pa.Table] = []
-    for rb in pq.ParquetFile(path).iter_batches(batch_size=1 << 18):
+    for rb in pq.ParquetFile(path, pre_buffer=False).iter_batches(
+        batch_size=1 << 16, use_threads=False
+    ):
         t = pa.Table.from_batches([rb]).select(REF_BLOCKS_SCHEMA.names).cast(REF_BLOCKS_SCHEMA)
         names = t.column("sample").to_numpy(zero_copy_only=False)
         bounds = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
@@ -2432,24 +2439,84 @@ def _iter_old_samples(
                 yield name, batch, empty
 
 
+@dataclass
+class _OldSamples:
+    """The store's samples (before the batch), (sample, batch) in (batch, sample) order, with
+    their blocks that cover a site new with the batch, in a spill of their own: the fill
+    writes their genotypes at those sites from it."""
+
+    names: list[tuple[str, str]]
+    blocks_at: list[tuple[int, int]]
+    spill: _Spill
+
+
+def _old_samples_blocks(
+    con: duckdb.DuckDBPyConnection,
+    store: Path,
+    old_samples: Sequence[tuple[str, str]],
+    sites_path: Path,
+    contigs: Sequence[str],
+    folder: Path,
+) -> _OldSamples | None:
+    """Spill the store's samples' reference blocks that cover a site new with the batch
+    (streaming the ref_blocks files once, one sample at a time); None when there is nothing
+    to fill. In memory: the new sites' positions of every contig (8 bytes each)."""
+    if not old_samples:
+        return None
+    new_pos: dict[str, np.ndarray] = {}
+    for contig in contigs:
+        pos = _fetch(
+            con,
+            f"""
+            SELECT DISTINCT b.pos FROM read_parquet({_sql_path(sites_path)}) b
+            ANTI JOIN (SELECT pos, variant_id FROM site_counts WHERE contig = $1) s
+                ON b.pos = s.pos AND b.variant_id = s.variant_id
+            WHERE b.contig = $1 ORDER BY b.pos
+            """,
+            [contig],
+        )
+        if pos.num_rows:
+            new_pos[contig] = pos.column(0).to_numpy()
+    if not new_pos:
+        return None
+    folder.mkdir()
+    spill = _Spill(folder)
+    names: list[tuple[str, str]] = []
+    blocks_at: list[tuple[int, int]] = []
+    for sample, old_batch, blocks in _iter_old_samples(store, old_samples):
+        contig_col = blocks.column("contig")
+        parts = []
+        for contig, pos in new_pos.items():
+            mine = blocks.filter(pc.equal(contig_col, contig)).select(BLOCKS_SCHEMA.names)
+            start1, end1 = mine.column("start1").to_numpy(), mine.column("end1").to_numpy()
+            i = np.minimum(np.searchsorted(pos, start1, side="left"), len(pos) - 1)
+            parts.append(mine.filter(pa.array((pos[i] >= start1) & (pos[i] <= end1))))
+        blocks_at.append(spill.append("blocks", pa.concat_tables(parts)))
+        names.append((sample, old_batch))
+    spill.finish()
+    return _OldSamples(names, blocks_at, spill)
+
+
 def _append_contig(
     con: duckdb.DuckDBPyConnection,
     store: Path,
     batch: str,
     contig: str,
     spilled: Sequence[_Spilled],
+    olds: _OldSamples | None,
     sites_path: Path,
     metadata: Mapping[str, str] | None,
     written: list[Path],
-) -> tuple[int, pa.Table]:
-    """The batch's genotypes, annotations, site and sample counts files of one contig, window
-    by window (cut between positions), every sample in each; paths go to ``written``. Return
-    the genotype rows written and the contig's sites new with the batch (pos, variant_id)."""
+) -> tuple[int, int, int]:
+    """The batch's genotypes, annotations, site and sample counts files of one contig, and
+    the fill (the store's samples at the sites new with the batch), window by window (cut
+    between positions), every sample in each; paths go to ``written``. Return the genotype
+    rows, the new sites and the fill rows."""
     # row groups: genotypes' columns are narrow; annotations' and site counts' are wide, so
     # fewer of their rows wait in memory before each row group is written
     outs = {
-        table: _BufferedWriter(
-            _partition_dir(store / table, contig) / f"{batch}.parquet",
+        (table, stem): _BufferedWriter(
+            _partition_dir(store / table, contig) / f"{stem}.parquet",
             schema,
             _file_metadata(table, metadata),
             rows,
@@ -2459,36 +2526,57 @@ def _append_contig(
             ("annotations", ANNOTATIONS_SCHEMA, WIDE_ROW_GROUP),
             ("site_counts", SITE_COUNTS_SCHEMA, WIDE_ROW_GROUP),
         )
+        for stem in (batch, batch + FILL_SUFFIX)
+        if stem == batch or (olds is not None and table != "annotations")
     }
+    fill = batch + FILL_SUFFIX
     ok = False
-    totals = np.zeros((len(spilled), len(SAMPLE_COUNTS_SCHEMA) - 1), dtype=np.int64)
-    new_parts: list[pa.Table] = []
+    width = len(SAMPLE_COUNTS_SCHEMA) - 1
+    totals = np.zeros((len(spilled), width), dtype=np.int64)
+    fill_totals = np.zeros((len(olds.names) if olds else 0, width), dtype=np.int64)
+    n_new = 0
+    empty_calls = CALLS_SCHEMA.empty_table()
     try:
         for lo, hi in _site_window_bounds(con, sites_path, contig, GENOTYPE_WINDOW):
             window, new = _window_sites(con, sites_path, contig, lo, hi)
-            new_parts.append(new)
+            n_new += new.num_rows
             counts = _Counts(contig, window)
             for item in spilled:
                 calls = item.window("calls", contig, lo, hi)
                 blocks = item.window("blocks", contig, lo, hi)
                 rows, alt, ploidy = _sample_genotypes(item.inp.sample, batch, window, calls, blocks)
-                outs["genotypes"].write(rows)
+                outs["genotypes", batch].write(rows)
                 counts.add(item.inp.sample, alt, ploidy)
-                outs["annotations"].write(_annotation_rows(item.inp.sample, batch, calls))
-            outs["site_counts"].write(_sort(counts.site_table(), ["pos", "variant_id"]))
+                outs["annotations", batch].write(_annotation_rows(item.inp.sample, batch, calls))
+            outs["site_counts", batch].write(_sort(counts.site_table(), ["pos", "variant_id"]))
             totals += counts.sample_values()
+            if olds is None or new.num_rows == 0:
+                continue
+            sites = Sites(new.column("pos").to_numpy(), new.column("variant_id").combine_chunks())
+            counts = _Counts(contig, sites)
+            for (sample, old_batch), at in zip(olds.names, olds.blocks_at, strict=True):
+                blocks = olds.spill.read_window("blocks", *at, contig, lo, hi)
+                rows, alt, ploidy = _sample_genotypes(sample, old_batch, sites, empty_calls, blocks)
+                outs["genotypes", fill].write(rows)
+                counts.add(sample, alt, ploidy)
+            outs["site_counts", fill].write(_sort(counts.site_table(), ["pos", "variant_id"]))
+            fill_totals += counts.sample_values()
         ok = True
     finally:
         for out in outs.values():
             if out.close(ok):
                 written.append(out.path)
-    if outs["genotypes"].written:
-        path = _partition_dir(store / "sample_counts", contig) / f"{batch}.parquet"
-        table = _sample_counts_table([s.inp.sample for s in spilled], totals)
-        _write_parquet(_sort(table, ["sample"]), path, _file_metadata("sample_counts", metadata))
-        written.append(path)
-    new = pa.concat_tables(new_parts) if new_parts else pa.table({"pos": [], "variant_id": []})
-    return outs["genotypes"].written, new
+    for stem, names, values in (
+        (batch, [s.inp.sample for s in spilled], totals),
+        (fill, [name for name, _ in olds.names] if olds else [], fill_totals),
+    ):
+        if ("genotypes", stem) in outs and outs["genotypes", stem].written:
+            path = _partition_dir(store / "sample_counts", contig) / f"{stem}.parquet"
+            table = _sort(_sample_counts_table(names, values), ["sample"])
+            _write_parquet(table, path, _file_metadata("sample_counts", metadata))
+            written.append(path)
+    n_fill = outs["genotypes", fill].written if ("genotypes", fill) in outs else 0
+    return outs["genotypes", batch].written, n_new, n_fill
 
 
 def _append(
@@ -2534,55 +2622,18 @@ def _append(
             f"SELECT DISTINCT contig FROM read_parquet({_sql_path(sites_path)}) UNION "
             "SELECT DISTINCT contig FROM site_counts ORDER BY contig",
         )
-        new_by_contig: dict[str, Sites] = {}
-        n_genotypes = 0
-        for contig in contigs.column(0).to_pylist():
-            rows, new = _append_contig(
-                con, store, batch, contig, spilled, sites_path, metadata, written
+        contigs = contigs.column(0).to_pylist()
+        olds = _old_samples_blocks(
+            con, store, old_samples, sites_path, contigs, sites_path.parent / "old"
+        )
+        n_genotypes = n_new = n_fill = 0
+        for contig in contigs:
+            rows, new, fill = _append_contig(
+                con, store, batch, contig, spilled, olds, sites_path, metadata, written
             )
-            n_genotypes += rows
-            if new.num_rows:
-                new_by_contig[contig] = Sites(
-                    new.column("pos").to_numpy(), new.column("variant_id").combine_chunks()
-                )
+            n_genotypes, n_new, n_fill = n_genotypes + rows, n_new + new, n_fill + fill
     finally:
         con.close()
-    n_new = sum(len(sites.vids) for sites in new_by_contig.values())
-
-    n_fill = 0
-    if old_samples and new_by_contig:
-        fills = {
-            contig: _BufferedWriter(
-                _partition_dir(store / "genotypes", contig) / f"{batch}{FILL_SUFFIX}.parquet",
-                GENOTYPES_WRITE_SCHEMA,
-                meta("genotypes", metadata),
-                GENOTYPE_ROW_GROUP,
-            )
-            for contig in new_by_contig
-        }
-        ok = False
-        empty_calls = CALLS_SCHEMA.empty_table()
-        fill_counts = {contig: _Counts(contig, sites) for contig, sites in new_by_contig.items()}
-        try:
-            for sample, old_batch, blocks in _iter_old_samples(store, old_samples):
-                contig_col = blocks.column("contig")
-                for contig, sites in new_by_contig.items():
-                    mine = blocks.filter(pc.equal(contig_col, contig)).select(BLOCKS_SCHEMA.names)
-                    rows, alt, ploidy = _sample_genotypes(
-                        sample, old_batch, sites, empty_calls, mine
-                    )
-                    fills[contig].write(rows)
-                    fill_counts[contig].add(sample, alt, ploidy)
-            ok = True
-        finally:
-            for out in fills.values():
-                if out.close(ok):
-                    written.append(out.path)
-                n_fill += out.written
-        for contig, out in fills.items():
-            if out.written:
-                stem = batch + FILL_SUFFIX
-                written += _write_counts(store, contig, stem, fill_counts[contig], metadata)
 
     samples = pa.table(
         {
