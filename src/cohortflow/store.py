@@ -2301,7 +2301,9 @@ def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list
     keys_path, sites_path = spill / "keys.parquet", spill / "sites.parquet"
     keys = pq.ParquetWriter(keys_path, _SITE_KEYS, compression="zstd")
     try:
-        for inp in sorted(inputs, key=lambda x: x.sample):
+        for k, inp in enumerate(sorted(inputs, key=lambda x: x.sample)):
+            if k % 16 == 15:  # freed parse buffers back to the system now and then
+                _release_memory()
             data = read_sample(inp)
             calls_at = files.append("calls", data.calls)
             blocks_at = files.append("blocks", data.blocks)
@@ -2550,6 +2552,7 @@ def _append_contig(
                 outs["annotations", batch].write(_annotation_rows(item.inp.sample, batch, calls))
             outs["site_counts", batch].write(_sort(counts.site_table(), ["pos", "variant_id"]))
             totals += counts.sample_values()
+            _release_memory()
             if olds is None or new.num_rows == 0:
                 continue
             sites = Sites(new.column("pos").to_numpy(), new.column("variant_id").combine_chunks())
