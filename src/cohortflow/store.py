@@ -48,6 +48,7 @@ import array
 import contextlib
 import ctypes
 import fcntl
+import functools
 import io
 import json
 import logging
@@ -1809,6 +1810,8 @@ def _genotype_codes(
     batch, not the file or the cohort."""
     # one row group at a time (no read-ahead): memory does not follow the file's size
     pf = pq.ParquetFile(path, read_dictionary=["sample", "variant_id"], pre_buffer=False)
+    # the record batches of one row group share its dictionary: resolve each entry once
+    known: tuple[pa.Array, np.ndarray] | None = None  # dictionary, column per entry (-2: not yet)
     for rb in pf.iter_batches(
         batch_size=1 << 16,
         columns=["sample", "variant_id", "pos", "alt_count", "ploidy"],
@@ -1820,13 +1823,16 @@ def _genotype_codes(
         # resolve each distinct variant of the batch once (its dictionary), then the rows
         vid, pos = rb.column(1), rb.column(2).to_numpy()
         idx = vid.indices.to_numpy()
-        one_row = np.full(len(vid.dictionary), -1, dtype=np.int64)
+        if known is None or not known[0].equals(vid.dictionary):
+            known = (vid.dictionary, np.full(len(vid.dictionary), -2, dtype=np.int64))
+        column = known[1]
+        one_row = np.full(len(column), -1, dtype=np.int64)
         one_row[idx[::-1]] = np.arange(len(idx) - 1, -1, -1)
-        used = np.flatnonzero(one_row >= 0)
-        column = np.full(len(vid.dictionary), -1, dtype=np.int64)
-        column[used] = _site_columns(
-            site_pos, site_ids, pos[one_row[used]], vid.dictionary.take(pa.array(used))
-        )
+        todo = np.flatnonzero((one_row >= 0) & (column == -2))
+        if len(todo):
+            column[todo] = _site_columns(
+                site_pos, site_ids, pos[one_row[todo]], vid.dictionary.take(pa.array(todo))
+            )
         c = column[idx]
         alt = rb.column(3).fill_null(-1).to_numpy()
         diploid = rb.column(4).fill_null(0).to_numpy() == 2
@@ -1903,6 +1909,10 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     return table.num_rows
 
 
+# windows of one rebuild share most count triples: each is tested once (a few MB at most)
+_hwe_cached = functools.lru_cache(maxsize=1 << 16)(hwe_exact)
+
+
 def _hwe_column(counts: pa.Table) -> pa.Array:
     """HWE exact p-value per site from its diploid genotype counts (d_hom_ref, d_het,
     d_hom_alt columns of ``counts``); null where the site has no diploid call. The test runs
@@ -1914,7 +1924,7 @@ def _hwe_column(counts: pa.Table) -> pa.Array:
     if len(triples) == 0:
         return pa.array([], pa.float64())
     uniq, inverse = np.unique(triples, axis=0, return_inverse=True)
-    p = np.array([hwe_exact(int(a), int(b), int(c)) for a, b, c in uniq.tolist()])
+    p = np.array([_hwe_cached(int(a), int(b), int(c)) for a, b, c in uniq.tolist()])
     return pa.array(p[inverse.reshape(-1)], pa.float64(), mask=triples.sum(axis=1) == 0)
 
 
@@ -2299,7 +2309,8 @@ def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list
     spilled: list[_Spilled] = []
     files = _Spill(spill)
     keys_path, sites_path = spill / "keys.parquet", spill / "sites.parquet"
-    keys = pq.ParquetWriter(keys_path, _SITE_KEYS, compression="zstd")
+    keys = pq.ParquetWriter(keys_path, _SITE_KEYS, compression="lz4")
+    pending: list[pa.Table] = []  # keys wait for a row group's worth: fewer, larger writes
     try:
         for k, inp in enumerate(sorted(inputs, key=lambda x: x.sample)):
             if k % 16 == 15:  # freed parse buffers back to the system now and then
@@ -2308,7 +2319,12 @@ def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list
             calls_at = files.append("calls", data.calls)
             blocks_at = files.append("blocks", data.blocks)
             spilled.append(_Spilled(inp, data.qc, files, calls_at, blocks_at, data.provenance))
-            keys.write_table(data.calls.select(_SITE_KEYS.names).cast(_SITE_KEYS))
+            pending.append(data.calls.select(_SITE_KEYS.names).cast(_SITE_KEYS))
+            if sum(t.num_rows for t in pending) >= SITES_ROW_GROUP * 8:
+                keys.write_table(pa.concat_tables(pending))
+                pending = []
+        if pending:
+            keys.write_table(pa.concat_tables(pending))
     finally:
         keys.close()
     files.finish()
