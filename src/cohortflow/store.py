@@ -279,7 +279,6 @@ BATCH_TABLES = (
 # row group before it writes it (about 60 bytes per genotype row, 90 per annotation row), so
 # this bounds the writers' memory, whatever the number of samples.
 GENOTYPE_ROW_GROUP = 1 << 18
-# Rows of allele keys that reading a batch collects before it folds them into the site list.
 # distinct positions per window of the variants rebuild (and rows per row group of its files)
 VARIANT_WINDOW = 1 << 14
 # distinct positions per window of a genotypes file: the batch's samples are written window
@@ -1899,7 +1898,7 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
                         _genotype_codes(path, index, site_pos, ids, first, spill)
                 first += len(ids)
                 del ids, site_pos
-            con.close()
+            con.close()  # now, so that DuckDB's memory is back before the tiles' matrices
             _release_memory()  # the genotype reader's buffers, before the tiles' matrices
             table, summary = king_pairs(spill, samples)
     finally:
