@@ -1666,9 +1666,15 @@ def _internal_connection(store: Path, threads: int | None = None) -> duckdb.Duck
     (:data:`DUCKDB_MEMORY`) bounds what a connection holds between queries too. Past it,
     DuckDB spills to a temporary folder of the store (removed on close, or as a leftover by
     the next aggregate)."""
-    con = open_store(store)
+    return _bounded(open_store(store), store / ".tmp.duckdb", threads)
+
+
+def _bounded(
+    con: duckdb.DuckDBPyConnection, temp: Path, threads: int | None
+) -> duckdb.DuckDBPyConnection:
+    """``con`` with at most :data:`DUCKDB_MEMORY` of memory, spilling into ``temp``."""
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-    con.execute(f"SET temp_directory = {_sql_path(store / '.tmp.duckdb')}")
+    con.execute(f"SET temp_directory = {_sql_path(temp)}")
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_external_file_cache = false")
     if threads is not None:
@@ -2327,7 +2333,7 @@ def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list
     finally:
         keys.close()
     files.finish()
-    con = _spill_connection(spill)
+    con = _bounded(duckdb.connect(), spill / "duckdb.tmp", threads=1)
     try:
         con.execute(
             f"COPY (SELECT DISTINCT contig, pos, variant_id FROM read_parquet("
@@ -2338,17 +2344,6 @@ def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list
         con.close()
     keys_path.unlink()
     return spilled, sites_path
-
-
-def _spill_connection(folder: Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection for the batch's own files: one thread, at most
-    :data:`DUCKDB_MEMORY` of memory, spilling into ``folder``."""
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-    con.execute("SET threads = 1")
-    con.execute(f"SET temp_directory = {_sql_path(folder / 'duckdb.tmp')}")
-    con.execute("SET preserve_insertion_order = false")
-    return con
 
 
 def _site_window_bounds(
