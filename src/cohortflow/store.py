@@ -1856,14 +1856,13 @@ def _polymorphic_sites(store: Path, contig: str) -> tuple[np.ndarray, pa.Array]:
     variants file (sorted by pos, then variant_id), read row group by row group."""
     pos_parts: list[np.ndarray] = []
     id_parts: list[pa.Array] = []
-    for path in table_files(store, "variants"):
-        if path.parent != _partition_dir(store / "variants", contig):
-            continue
-        pf = pq.ParquetFile(path, pre_buffer=False)
-        for rb in pf.iter_batches(columns=["pos", "variant_id", "ac"], use_threads=False):
-            keep = pc.greater(rb.column(2), 0)
-            pos_parts.append(rb.column(0).filter(keep).to_numpy())
-            id_parts.append(rb.column(1).filter(keep))
+    pf = pq.ParquetFile(
+        _partition_dir(store / "variants", contig) / "part-0.parquet", pre_buffer=False
+    )
+    for rb in pf.iter_batches(columns=["pos", "variant_id", "ac"], use_threads=False):
+        keep = pc.greater(rb.column(2), 0)
+        pos_parts.append(rb.column(0).filter(keep).to_numpy())
+        id_parts.append(rb.column(1).filter(keep))
     ids = pa.concat_arrays(id_parts) if id_parts else pa.array([], pa.string())
     return (np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64)), ids
 
@@ -2002,15 +2001,6 @@ def _variant_rows(counts: pa.Table, n_samples: int, store: Path) -> pa.Table:
     return _sort(table.cast(VARIANTS_SCHEMA), ["pos", "variant_id"])
 
 
-def _windows(positions: np.ndarray, size: int) -> list[tuple[int, int]]:
-    """(first, last) positions of consecutive windows of at most ``size`` of the sorted
-    distinct ``positions``."""
-    return [
-        (int(positions[i]), int(positions[min(i + size, len(positions)) - 1]))
-        for i in range(0, len(positions), size)
-    ]
-
-
 def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> tuple[int, dict[str, int]]:
     """Recompute the variants table from all stored site counts and annotations; rewrite it
     whole, contig by contig and window by window (:data:`VARIANT_WINDOW` positions). Return
@@ -2021,7 +2011,7 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> tuple[int, dict[
     Memory follows the window, not the cohort: one query per window (site_counts and
     annotations files are sorted by pos, so DuckDB reads only their row groups that overlap
     it) on one thread, whose rows are written before the next; what grows with the number of
-    sites is one contig's distinct positions (8 bytes each).
+    sites is the window bounds.
     """
     con = _internal_connection(store, threads=1)
     rows = 0
@@ -2042,12 +2032,6 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> tuple[int, dict[
         with atomic_output(store / "variants") as tmp:
             tmp.mkdir(parents=True)
             for contig in contigs.column(0).to_pylist():
-                positions = _fetch(
-                    con,
-                    "SELECT DISTINCT pos FROM site_counts WHERE contig = $1 ORDER BY pos",
-                    [contig],
-                )
-                positions = positions.column(0).to_numpy()
                 out = _BufferedWriter(
                     _partition_dir(tmp, contig) / "part-0.parquet",
                     VARIANTS_SCHEMA,
@@ -2056,7 +2040,8 @@ def _rebuild_variants(store: Path, meta: dict[bytes, bytes]) -> tuple[int, dict[
                 )
                 ok = False
                 try:
-                    for lo, hi in _windows(positions, VARIANT_WINDOW):
+                    positions = "SELECT pos FROM site_counts WHERE contig = $1"
+                    for lo, hi in _window_bounds(con, positions, contig, VARIANT_WINDOW):
                         part = _fetch(con, sql, [contig, lo, hi])
                         out.write(_variant_rows(part, n_samples, store))
                         rows += part.num_rows
@@ -2346,22 +2331,17 @@ def _read_batch_inputs(inputs: Sequence[SampleInput], spill: Path) -> tuple[list
     return spilled, sites_path
 
 
-def _site_window_bounds(
-    con: duckdb.DuckDBPyConnection, sites_path: Path, contig: str, size: int
+def _window_bounds(
+    con: duckdb.DuckDBPyConnection, positions_sql: str, contig: str, size: int
 ) -> list[tuple[int, int]]:
     """(first, last) positions of the windows of ``contig``: ``size`` distinct positions each,
-    over the batch's sites and the store's (site_counts). DuckDB numbers the positions; only
-    the bounds come back."""
+    of the positions ``positions_sql`` selects (a pos column; parameter $1 is the contig).
+    DuckDB numbers the positions; only the bounds come back."""
     rows = _fetch(
         con,
         f"""
-        WITH p AS (
-            SELECT DISTINCT pos FROM (
-                SELECT pos FROM read_parquet({_sql_path(sites_path)}) WHERE contig = $1
-                UNION ALL
-                SELECT pos FROM site_counts WHERE contig = $1
-            )
-        ), n AS (SELECT pos, (row_number() OVER (ORDER BY pos) - 1) // {int(size)} AS w FROM p)
+        WITH p AS (SELECT DISTINCT pos FROM ({positions_sql})),
+        n AS (SELECT pos, (row_number() OVER (ORDER BY pos) - 1) // {int(size)} AS w FROM p)
         SELECT min(pos) AS lo, max(pos) AS hi FROM n GROUP BY w ORDER BY w
         """,
         [contig],
@@ -2549,7 +2529,12 @@ def _append_contig(
     n_new = 0
     empty_calls = CALLS_SCHEMA.empty_table()
     try:
-        for lo, hi in _site_window_bounds(con, sites_path, contig, GENOTYPE_WINDOW):
+        # the batch's sites and the store's
+        positions = (
+            f"SELECT pos FROM read_parquet({_sql_path(sites_path)}) WHERE contig = $1 "
+            "UNION ALL SELECT pos FROM site_counts WHERE contig = $1"
+        )
+        for lo, hi in _window_bounds(con, positions, contig, GENOTYPE_WINDOW):
             window, new = _window_sites(con, sites_path, contig, lo, hi)
             n_new += new.num_rows
             counts = _Counts(contig, window)
