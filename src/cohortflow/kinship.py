@@ -22,8 +22,24 @@ of sites with float32 matrix products over slices of :data:`CHUNK_SITES` sites (
 tile), so that the working set is two tiles x one block of codes plus their indicator matrices
 over one slice, whatever the cohort size. Only the pairs worth reporting are kept: kinship at
 or above :data:`REPORT_MIN_KINSHIP` = 2^-4.5 (0.0442, the boundary between third degree and
-unrelated in the KING manual). Every other pair is unrelated, or has too few heterozygous calls
-to say (then its kinship is below 2^-4.5 but not trusted); :class:`KinshipSummary` counts them.
+unrelated in the KING manual) and significantly above zero (below). Every other pair is
+unrelated, or has too little data to say; :class:`KinshipSummary` counts them.
+
+A degree is named only when the data can tell it from noise. The estimate of an unrelated pair
+scatters around 0: per site its numerator gains +1 for a shared het and -2 for an opposite
+homozygote, whose variance at an allele of frequency p (Hardy-Weinberg) is 12 p^2 q^2, at most
+3/4 of the 4 p q hets the site adds to the denominator. So its standard error is at most
+
+    se = sqrt(3 / (4 H)),  H = N_het(i) + N_het(j)
+
+whatever the frequencies: 100 hets give 0.087, a whole degree. (The pair's own counts are no
+estimate of it: the pairs that land high by chance are those with few opposite homozygotes.)
+Among n pairs some estimate is bound to land several standard errors out, so a pair counts as
+related (and is stored) only when kinship >= z se, with z the one-sided normal quantile of
+:data:`FAMILY_ALPHA` / n (Bonferroni over all pairs compared: 2.9 for 28 pairs, 5.7 for the 8
+million of 4,000 samples). A duplicate then needs about 100 hets between the two samples, a
+parent and child 400, second degree 1,600. A pair whose kinship reaches second degree but not
+z se is undetermined: relationship null, not stored, counted.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Protocol
 
 import numpy as np
@@ -52,6 +69,9 @@ REPORT_MIN_KINSHIP = THIRD_DEGREE_MIN
 # name a relationship: relationship is null. With 20 hets the standard error of an unrelated
 # pair's estimate is still about 0.1 (one het-het site moves it by 0.05), the width of a degree.
 MIN_INFORMATIVE_HETS = 20
+# Chance, over all pairs of one computation, that any unrelated pair is called related (or
+# stored) through sampling noise alone; see :func:`related_z`.
+FAMILY_ALPHA = 0.05
 # Samples per tile and sites per block (the layout of the spill file). A block is multiplied
 # in slices of CHUNK_SITES sites: the four float32 indicator matrices of two tiles over one
 # slice are 2 x 4 x 256 x 1024 x 4 bytes = 8 MiB, whatever the number of samples or sites.
@@ -96,6 +116,12 @@ def relationship(kinship: float | None) -> str | None:
     if kinship >= SECOND_DEGREE_MIN:
         return "second_degree"
     return "unrelated"
+
+
+def related_z(pairs: int) -> float:
+    """How many standard errors above 0 a kinship must be to count as related among ``pairs``
+    pairs: the one-sided normal quantile of FAMILY_ALPHA / pairs (Bonferroni)."""
+    return NormalDist().inv_cdf(1.0 - FAMILY_ALPHA / max(1, pairs))
 
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
@@ -236,10 +262,12 @@ class KinshipSummary:
     n_sites: int = 0
     pairs_compared: int = 0
     pairs_stored: int = 0
-    # relationship null: fewer than MIN_INFORMATIVE_HETS heterozygous calls (or none)
+    # relationship null: fewer than MIN_INFORMATIVE_HETS heterozygous calls (or none), or a
+    # kinship of second degree or more that is not related_z standard errors above zero
     pairs_undetermined: int = 0
     pairs_related: int = 0  # second degree or closer
     max_kinship: float | None = None  # over all pairs with a kinship value
+    related_z: float = 0.0  # standard errors above zero a related pair's kinship must be
 
     def metadata(self) -> dict[str, str]:
         """Key-value metadata for the kinship file (all values as text)."""
@@ -247,6 +275,8 @@ class KinshipSummary:
             "kinship_estimator": "KING-robust",
             "kinship_min_stored": repr(REPORT_MIN_KINSHIP),
             "kinship_min_informative_hets": str(MIN_INFORMATIVE_HETS),
+            "kinship_family_alpha": repr(FAMILY_ALPHA),
+            "kinship_related_z": f"{self.related_z:.4f}",
             "kinship_samples": str(self.n_samples),
             "kinship_sites": str(self.n_sites),
             "kinship_pairs_compared": str(self.pairs_compared),
@@ -315,11 +345,19 @@ def _tile_counts(source: CodeSource, a: tuple[int, int], b: tuple[int, int]) -> 
     return acc
 
 
-def _levels(phi: np.ndarray, het_a: np.ndarray, het_b: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(named, level): whether a relationship is named, and its index in _LABELS."""
-    named = ((het_a + het_b) >= MIN_INFORMATIVE_HETS) & ~np.isnan(phi)
+def _levels(c: _TileCounts, z: float) -> tuple[np.ndarray, ...]:
+    """(phi, related, named, level) of a tile: the kinship (NaN without a het), whether it is
+    z standard errors above zero, whether a relationship is named, its index in _LABELS."""
+    hets = c.het_a + c.het_b
+    denom = hets.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.where(denom > 0, (c.het_het - 2.0 * c.ibs0) / denom, np.nan)
+        se = np.sqrt(0.75 / denom)
+        related = phi >= z * se  # False where phi is NaN
     level = np.searchsorted(_BOUNDS, np.nan_to_num(phi, nan=-1.0), "right")
-    return named, level
+    # a degree is named only when it is significant; "unrelated" needs only enough hets
+    named = (hets >= MIN_INFORMATIVE_HETS) & ~np.isnan(phi) & ((level == 0) | related)
+    return phi, related, named, level
 
 
 def king_pairs(
@@ -331,11 +369,13 @@ def king_pairs(
     """KING-robust kinship of every pair of samples of ``source``; keep the close ones.
 
     In: the codes (rows named by ``samples``, sorted and unique); ``min_kinship``: pairs with a
-    kinship below it (or none: no heterozygous call) are counted in the summary but not
-    returned (``-math.inf`` keeps every pair); ``tile``: samples per tile.
+    kinship below it, or not :func:`related_z` standard errors above zero (or none: no
+    heterozygous call), are counted in the summary but not returned (``-math.inf`` keeps
+    every pair); ``tile``: samples per tile.
     Out: (table in KINSHIP_SCHEMA, one row per kept pair sample_a < sample_b, sorted by
     sample_a, sample_b; summary over all pairs). relationship is null when the two samples have
-    fewer than MIN_INFORMATIVE_HETS heterozygous calls between them.
+    fewer than MIN_INFORMATIVE_HETS heterozygous calls between them, or a kinship of second
+    degree or more that is not related_z standard errors above zero.
     Memory: a few tiles x one block of sites, plus the kept rows.
     """
     names = list(samples)
@@ -344,7 +384,9 @@ def king_pairs(
     n = len(names)
     if n != source.n_samples:
         raise ValueError(f"king_pairs: {n} sample names for {source.n_samples} rows of codes")
-    summary = KinshipSummary(n_samples=n, n_sites=source.n_sites, pairs_compared=n * (n - 1) // 2)
+    pairs = n * (n - 1) // 2
+    z = related_z(pairs)
+    summary = KinshipSummary(n_sites=source.n_sites, n_samples=n, pairs_compared=pairs, related_z=z)
     tiles = [(lo, min(n, lo + tile)) for lo in range(0, n, tile)]
     kept: list[dict[str, np.ndarray]] = []
     max_phi = -math.inf
@@ -354,16 +396,13 @@ def king_pairs(
             rows = np.arange(a[0], a[1])[:, None]
             cols = np.arange(b[0], b[1])[None, :]
             upper = rows < cols  # each pair once, never a sample with itself
-            denom = (c.het_a + c.het_b).astype(np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                phi = np.where(denom > 0, (c.het_het - 2.0 * c.ibs0) / denom, np.nan)
-            named, level = _levels(phi, c.het_a, c.het_b)
+            phi, related, named, level = _levels(c, z)
             summary.pairs_undetermined += int((upper & ~named).sum())
             summary.pairs_related += int((upper & named & (level > 0)).sum())
             valid = upper & ~np.isnan(phi)
             if valid.any():
                 max_phi = max(max_phi, float(phi[valid].max()))
-            keep = upper & (phi >= min_kinship) if min_kinship > -math.inf else upper
+            keep = upper & related & (phi >= min_kinship) if min_kinship > -math.inf else upper
             if not keep.any():
                 continue
             i, j = np.nonzero(keep)
@@ -385,13 +424,14 @@ def king_pairs(
     table = _pairs_table(names, kept)
     summary.pairs_stored = table.num_rows
     log.info(
-        "kinship: %d samples, %d sites, %d pairs, %d stored (kinship >= %.4f), %d related, "
-        "%d undetermined",
+        "kinship: %d samples, %d sites, %d pairs, %d stored (kinship >= %.4f and >= %.2f "
+        "standard errors), %d related, %d undetermined",
         n,
         source.n_sites,
         summary.pairs_compared,
         summary.pairs_stored,
         min_kinship,
+        z,
         summary.pairs_related,
         summary.pairs_undetermined,
     )

@@ -28,7 +28,8 @@ record) and kept in temporary Arrow files; genotypes are written sample by sampl
 groups. The cohort tables are sums of the small count files, so an append does not rescan
 earlier batches' genotypes, except for kinship: the genotypes are re-read into a 2-bit spill
 file on disk and the pairs computed tile by tile of samples; only pairs with kinship >= 2^-4.5
-(third degree or closer) are rows, counts over all pairs are in the file's metadata.
+(third degree or closer) and significantly above chance are rows, counts over all pairs are in
+the file's metadata.
 
 Genotype semantics for sample s at allele v (contig, pos1, ref, alt):
 
@@ -1869,7 +1870,8 @@ def _polymorphic_sites(store: Path, contig: str) -> tuple[np.ndarray, pa.Array]:
 
 def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     """kinship: KING-robust over all stored samples and polymorphic alleles; only the pairs at
-    or above :data:`cohortflow.kinship.REPORT_MIN_KINSHIP` are rows, the counts over all pairs
+    or above :data:`cohortflow.kinship.REPORT_MIN_KINSHIP` and significantly above zero
+    (:func:`cohortflow.kinship.related_z`) are rows, the counts over all pairs
     (compared, undetermined, related, the largest kinship) are in the file's metadata.
 
     Memory: the pair counts no longer grow with the number of samples. The 2-bit codes of

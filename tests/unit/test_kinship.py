@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -120,6 +121,43 @@ def test_relationship_bins_and_uninformative_pairs() -> None:
     assert row["relationship"] is None  # too few heterozygous calls to name a degree
     with pytest.raises(ValueError, match="sorted"):
         kinship_table(["b", "a"], codes)
+
+
+def test_chance_kinship_on_few_sites_is_not_named_related() -> None:
+    """300 unrelated people over 150 sites: hundreds of pairs reach second degree or more by
+    chance. Only the planted duplicate is significantly above zero, so it is the only row."""
+    rng = np.random.default_rng(11)
+    af = rng.uniform(0.1, 0.5, 150)
+    codes = ((rng.random((300, 150)) < af).astype(np.int8) + (rng.random((300, 150)) < af)).astype(
+        np.int8
+    )
+    codes[7] = codes[0]  # the same person sequenced twice
+    names = [f"S{i:03d}" for i in range(300)]
+    table, summary = king_pairs(PackedCodes.from_codes(codes), names)
+
+    # every pair counted here with plain numpy
+    het, hom_ref, hom_alt = (codes == 1), (codes == 0), (codes == 2)
+    het_het = het.astype(int) @ het.T.astype(int)
+    ibs0 = hom_ref.astype(int) @ hom_alt.T.astype(int)
+    ibs0 = ibs0 + ibs0.T
+    hets = het.sum(1)[:, None] + het.sum(1)[None, :]
+    phi = (het_het - 2 * ibs0) / hets
+    se = np.sqrt(0.75 / hets)  # the most an unrelated pair's estimate scatters
+    z = NormalDist().inv_cdf(1 - 0.05 / 44850)
+    upper = np.triu(np.ones((300, 300), dtype=bool), 1)
+    chance = upper & (phi >= 2**-3.5)
+    chance[0, 7] = False
+    assert chance.sum() > 200  # "second degree or closer" by the estimate alone
+    assert summary.related_z == pytest.approx(z) and z == pytest.approx(4.73, abs=0.01)
+    assert not (upper & (phi >= z * se) & (phi >= REPORT_MIN_KINSHIP))[chance].any()
+
+    (row,) = table.to_pylist()
+    assert (row["sample_a"], row["sample_b"], row["relationship"]) == ("S000", "S007", "duplicate")
+    assert row["kinship"] == pytest.approx(0.5) and phi[0, 7] >= z * se[0, 7]
+    assert summary.pairs_related == 1 and summary.pairs_stored == 1
+    # undetermined: too few hets, or second degree or more without significance
+    assert summary.pairs_undetermined == int((upper & ((hets < 20) | chance)).sum())
+    assert summary.metadata()["kinship_related_z"] == f"{z:.4f}"
 
 
 def test_store_kinship_across_batches(tmp_path: Path) -> None:
