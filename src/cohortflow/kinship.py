@@ -121,7 +121,7 @@ def relationship(kinship: float | None) -> str | None:
 def related_z(pairs: int) -> float:
     """How many standard errors above 0 a kinship must be to count as related among ``pairs``
     pairs: the one-sided normal quantile of FAMILY_ALPHA / pairs (Bonferroni)."""
-    return NormalDist().inv_cdf(1.0 - FAMILY_ALPHA / max(1, pairs))
+    return -NormalDist().inv_cdf(FAMILY_ALPHA / max(1, pairs))  # the lower tail keeps precision
 
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
