@@ -37,9 +37,9 @@ estimate of it: the pairs that land high by chance are those with few opposite h
 Among n pairs some estimate is bound to land several standard errors out, so a pair counts as
 related (and is stored) only when kinship >= z se, with z the one-sided normal quantile of
 :data:`FAMILY_ALPHA` / n (Bonferroni over all pairs compared: 2.9 for 28 pairs, 5.7 for the 8
-million of 4,000 samples). A duplicate then needs about 100 hets between the two samples, a
-parent and child 400, second degree 1,600. A pair whose kinship reaches second degree but not
-z se is undetermined: relationship null, not stored, counted.
+million of 4,000 samples). At z = 5.7 a duplicate needs about 100 hets between the two
+samples, a parent and child 400, second degree 1,600. A pair whose kinship reaches second
+degree but not z se is undetermined: relationship null, not stored, counted.
 """
 
 from __future__ import annotations
