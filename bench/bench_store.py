@@ -148,6 +148,26 @@ def _run(cmd: str, log: Path) -> tuple[float, float, float]:
     return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
+def cohort(work: Path, n_samples: int, n_variants: int) -> list[Path]:
+    """The cohort's gVCFs in ``work``: the ones there if they were made with these numbers
+    and this generator, else made anew."""
+    work.mkdir(parents=True, exist_ok=True)
+    gvcfs = sorted(work.glob("S*.g.vcf.gz"))
+    marker = work / "cohort.json"
+    made_with = json.dumps(
+        {"samples": n_samples, "variants": n_variants, "generator": GENERATOR_VERSION}
+    )
+    if len(gvcfs) != n_samples or not marker.is_file() or marker.read_text() != made_with:
+        t0 = time.perf_counter()
+        marker.unlink(missing_ok=True)
+        for p in work.glob("S*.g.vcf.gz*"):
+            p.unlink()
+        gvcfs = generate(work, n_samples, n_variants)
+        marker.write_text(made_with)
+        print(f"generated {len(gvcfs)} gVCFs in {time.perf_counter() - t0:.1f} s under {work}")
+    return gvcfs
+
+
 def _counts_from_query(path: Path) -> dict[tuple[int, str], tuple[int, int, int, int]]:
     """(pos, alt) -> (hom-ref, het, hom-alt, no-call) counts from the peer's genotype rows."""
     out: dict[tuple[int, str], list[int]] = {}
@@ -173,21 +193,7 @@ def main() -> None:
     ap.add_argument("--generate-only", action="store_true", help="make the cohort, time nothing")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_store."))
-    work.mkdir(parents=True, exist_ok=True)
-    gvcfs = sorted(work.glob("S*.g.vcf.gz"))
-    # what the cohort in the folder was made with: reuse it only when it matches
-    marker = work / "cohort.json"
-    made_with = json.dumps(
-        {"samples": args.samples, "variants": args.variants, "generator": GENERATOR_VERSION}
-    )
-    if len(gvcfs) != args.samples or not marker.is_file() or marker.read_text() != made_with:
-        t0 = time.perf_counter()
-        marker.unlink(missing_ok=True)
-        for p in work.glob("S*.g.vcf.gz*"):
-            p.unlink()
-        gvcfs = generate(work, args.samples, args.variants)
-        marker.write_text(made_with)
-        print(f"generated {len(gvcfs)} gVCFs in {time.perf_counter() - t0:.1f} s under {work}")
+    gvcfs = cohort(work, args.samples, args.variants)
     if args.generate_only:
         return
     listing = work / "gvcfs.txt"
