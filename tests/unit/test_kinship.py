@@ -124,7 +124,7 @@ def test_relationship_bins_and_uninformative_pairs() -> None:
 
 
 def test_chance_kinship_on_few_sites_is_not_named_related() -> None:
-    """300 unrelated people over 150 sites: hundreds of pairs reach second degree or more by
+    """300 unrelated people over 150 sites: thousands of pairs reach second degree or more by
     chance. Only the planted duplicate is significantly above zero, so it is the only row."""
     rng = np.random.default_rng(11)
     af = rng.uniform(0.1, 0.5, 150)
@@ -147,7 +147,7 @@ def test_chance_kinship_on_few_sites_is_not_named_related() -> None:
     upper = np.triu(np.ones((300, 300), dtype=bool), 1)
     chance = upper & (phi >= 2**-3.5)
     chance[0, 7] = False
-    assert chance.sum() > 200  # "second degree or closer" by the estimate alone
+    assert chance.sum() > 4000  # "second degree or closer" by the estimate alone (4,908)
     assert summary.related_z == pytest.approx(z) and z == pytest.approx(4.73, abs=0.01)
     assert not (upper & (phi >= z * se) & (phi >= REPORT_MIN_KINSHIP))[chance].any()
 
