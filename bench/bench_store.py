@@ -135,7 +135,7 @@ def generate(workdir: Path, n_samples: int, n_variants: int, seed: int = 7) -> l
     return paths
 
 
-def _run(cmd: str, log: Path) -> tuple[float, float, float]:
+def run(cmd: str, log: Path) -> tuple[float, float, float]:
     """Run a shell command; (wall seconds, peak RSS in MiB of the largest process of the tree,
     CPU seconds user + sys of the whole tree)."""
     start = time.perf_counter()
@@ -148,9 +148,9 @@ def _run(cmd: str, log: Path) -> tuple[float, float, float]:
     return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def cohort(work: Path, n_samples: int, n_variants: int) -> list[Path]:
-    """The cohort's gVCFs in ``work``: the ones there if they were made with these numbers
-    and this generator, else made anew."""
+def cohort(work: Path, n_samples: int, n_variants: int) -> Path:
+    """A file listing the cohort's gVCFs in ``work``, one per line: the ones there if they
+    were made with these numbers and this generator, else made anew."""
     work.mkdir(parents=True, exist_ok=True)
     gvcfs = sorted(work.glob("S*.g.vcf.gz"))
     marker = work / "cohort.json"
@@ -165,7 +165,9 @@ def cohort(work: Path, n_samples: int, n_variants: int) -> list[Path]:
         gvcfs = generate(work, n_samples, n_variants)
         marker.write_text(made_with)
         print(f"generated {len(gvcfs)} gVCFs in {time.perf_counter() - t0:.1f} s under {work}")
-    return gvcfs
+    listing = work / "gvcfs.txt"
+    listing.write_text("\n".join(str(p) for p in gvcfs) + "\n")
+    return listing
 
 
 def _counts_from_query(path: Path) -> dict[tuple[int, str], tuple[int, int, int, int]]:
@@ -193,11 +195,9 @@ def main() -> None:
     ap.add_argument("--generate-only", action="store_true", help="make the cohort, time nothing")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_store."))
-    gvcfs = cohort(work, args.samples, args.variants)
+    listing = cohort(work, args.samples, args.variants)
     if args.generate_only:
         return
-    listing = work / "gvcfs.txt"
-    listing.write_text("\n".join(str(p) for p in gvcfs) + "\n")
     cohortflow = Path(sys.executable).with_name("cohortflow")
 
     peer = None
@@ -210,7 +210,7 @@ def main() -> None:
             "-f '[%SAMPLE\\t%CHROM\\t%POS\\t%REF\\t%ALT{0}\\t%GT\\n]' "
             f"> {out}"
         )
-        peer = _run(cmd, work / "peer.log")
+        peer = run(cmd, work / "peer.log")
         print(
             f"peer  bcftools merge -g | query: {peer[0]:7.1f} s  peak {peer[1]:7.0f} MiB  "
             f"cpu {peer[2]:7.1f} s"
@@ -218,7 +218,7 @@ def main() -> None:
 
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
-    ours = _run(
+    ours = run(
         f"{cohortflow} aggregate --store {store} --batch b1 $(cat {listing}) > /dev/null",
         work / "ours.log",
     )

@@ -20,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_store import _run, cohort
+from bench_store import cohort, run
 
 
 def main() -> None:
@@ -31,18 +31,13 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cohortflow_bench_scaling"))
     args = ap.parse_args()
     cohortflow = Path(sys.executable).with_name("cohortflow")
-    listings = {}
-    for n in args.samples:
-        work = args.workdir / f"s{n}"
-        gvcfs = cohort(work, n, args.variants)
-        listings[n] = work / "gvcfs.txt"
-        listings[n].write_text("\n".join(str(p) for p in gvcfs) + "\n")
+    listings = {n: cohort(args.workdir / f"s{n}", n, args.variants) for n in args.samples}
     peaks: dict[int, list[float]] = {n: [] for n in args.samples}
     for _ in range(args.repeats):
         for n in args.samples:
             store = args.workdir / f"s{n}" / "store"
             shutil.rmtree(store, ignore_errors=True)
-            wall, peak, cpu = _run(
+            wall, peak, cpu = run(
                 f"{cohortflow} aggregate --store {store} --batch b1 "
                 f"$(cat {listings[n]}) > /dev/null",
                 args.workdir / f"s{n}" / "ours.log",

@@ -386,7 +386,7 @@ def king_pairs(
         raise ValueError(f"king_pairs: {n} sample names for {source.n_samples} rows of codes")
     pairs = n * (n - 1) // 2
     z = related_z(pairs)
-    summary = KinshipSummary(n_sites=source.n_sites, n_samples=n, pairs_compared=pairs, related_z=z)
+    summary = KinshipSummary(n_samples=n, n_sites=source.n_sites, pairs_compared=pairs, related_z=z)
     tiles = [(lo, min(n, lo + tile)) for lo in range(0, n, tile)]
     kept: list[dict[str, np.ndarray]] = []
     max_phi = -math.inf
