@@ -40,6 +40,10 @@ related (and is stored) only when kinship >= z se, with z the one-sided normal q
 million of 4,000 samples). At z = 5.7 a duplicate needs about 100 hets between the two
 samples, a parent and child 400, second degree 1,600. A pair whose kinship reaches second
 degree but not z se is undetermined: relationship null, not stored, counted.
+
+A growing cohort need not count its earlier pairs again: :func:`king_update` computes the pairs
+with a sample of the new batch, takes the earlier pairs' counts from the stored summary and
+re-checks the stored pairs at the new z, and gives what :func:`king_pairs` gives over all.
 """
 
 from __future__ import annotations
@@ -254,6 +258,17 @@ class CodeSpill:
             os.pwrite(self._fd, packed.tobytes(), offset)
 
 
+def rules_metadata() -> dict[str, str]:
+    """The kinship file's metadata that names the rules its rows were chosen by; a stored
+    file with other values is recomputed, not updated (:func:`king_update`)."""
+    return {
+        "kinship_estimator": "KING-robust",
+        "kinship_min_stored": repr(REPORT_MIN_KINSHIP),
+        "kinship_min_informative_hets": str(MIN_INFORMATIVE_HETS),
+        "kinship_family_alpha": repr(FAMILY_ALPHA),
+    }
+
+
 @dataclass
 class KinshipSummary:
     """What :func:`king_pairs` saw over all pairs, stored or not."""
@@ -268,14 +283,12 @@ class KinshipSummary:
     pairs_related: int = 0  # second degree or closer
     max_kinship: float | None = None  # over all pairs with a kinship value
     related_z: float = 0.0  # standard errors above zero a related pair's kinship must be
+    pairs_computed: int = 0  # pairs counted from genotypes by this run (not in the metadata)
 
     def metadata(self) -> dict[str, str]:
         """Key-value metadata for the kinship file (all values as text)."""
         return {
-            "kinship_estimator": "KING-robust",
-            "kinship_min_stored": repr(REPORT_MIN_KINSHIP),
-            "kinship_min_informative_hets": str(MIN_INFORMATIVE_HETS),
-            "kinship_family_alpha": repr(FAMILY_ALPHA),
+            **rules_metadata(),
             "kinship_related_z": f"{self.related_z:.4f}",
             "kinship_samples": str(self.n_samples),
             "kinship_sites": str(self.n_sites),
@@ -365,61 +378,77 @@ def king_pairs(
     samples: Sequence[str],
     min_kinship: float = REPORT_MIN_KINSHIP,
     tile: int = TILE_SAMPLES,
+    first_new: int = 0,
+    z: float | None = None,
 ) -> tuple[pa.Table, KinshipSummary]:
     """KING-robust kinship of every pair of samples of ``source``; keep the close ones.
 
-    In: the codes (rows named by ``samples``, sorted and unique); ``min_kinship``: pairs with a
-    kinship below it, or not :func:`related_z` standard errors above zero (or none: no
-    heterozygous call), are counted in the summary but not returned (``-math.inf`` keeps
-    every pair); ``tile``: samples per tile.
-    Out: (table in KINSHIP_SCHEMA, one row per kept pair sample_a < sample_b, sorted by
-    sample_a, sample_b; summary over all pairs). relationship is null when the two samples have
-    fewer than MIN_INFORMATIVE_HETS heterozygous calls between them, or a kinship of second
-    degree or more that is not related_z standard errors above zero.
+    In: the codes (rows named by ``samples``, unique, in any order); ``min_kinship``: pairs
+    with a kinship below it, or not ``z`` standard errors above zero (or none: no heterozygous
+    call), are counted in the summary but not returned (``-math.inf`` keeps every pair);
+    ``tile``: samples per tile; ``first_new``: only the pairs with at least one row at or after
+    it are computed (0: all pairs; :func:`king_update` uses it for the samples a batch adds);
+    ``z``: :func:`related_z` of all pairs of the ``samples`` unless given.
+    Out: (table in KINSHIP_SCHEMA, one row per kept pair with sample_a < sample_b by name,
+    sorted by sample_a, sample_b; summary over the computed pairs). relationship is null when
+    the two samples have fewer than MIN_INFORMATIVE_HETS heterozygous calls between them, or a
+    kinship of second degree or more that is not z standard errors above zero.
     Memory: a few tiles x one block of sites, plus the kept rows.
     """
     names = list(samples)
-    if names != sorted(set(names)):
-        raise ValueError("king_pairs: samples must be sorted and unique")
+    if len(set(names)) != len(names):
+        raise ValueError("king_pairs: sample names must be unique")
     n = len(names)
     if n != source.n_samples:
         raise ValueError(f"king_pairs: {n} sample names for {source.n_samples} rows of codes")
-    pairs = n * (n - 1) // 2
-    z = related_z(pairs)
-    summary = KinshipSummary(n_samples=n, n_sites=source.n_sites, pairs_compared=pairs, related_z=z)
-    tiles = [(lo, min(n, lo + tile)) for lo in range(0, n, tile)]
+    if not 0 <= first_new <= n:
+        raise ValueError(f"king_pairs: first_new {first_new} outside 0..{n}")
+    z = related_z(n * (n - 1) // 2) if z is None else z
+    n_new = n - first_new
+    pairs = first_new * n_new + n_new * (n_new - 1) // 2
+    summary = KinshipSummary(
+        n_samples=n,
+        n_sites=source.n_sites,
+        pairs_compared=pairs,
+        related_z=z,
+        pairs_computed=pairs,
+    )
+    old = [(lo, min(first_new, lo + tile)) for lo in range(0, first_new, tile)]
+    new = [(lo, min(n, lo + tile)) for lo in range(first_new, n, tile)]
+    # every new tile against every old tile, and the new tiles among themselves
+    tile_pairs = [(a, b) for a in old for b in new]
+    tile_pairs += [(a, b) for i, a in enumerate(new) for b in new[i:]]
     kept: list[dict[str, np.ndarray]] = []
     max_phi = -math.inf
-    for ti, a in enumerate(tiles):
-        for b in tiles[ti:]:
-            c = _tile_counts(source, a, b)
-            rows = np.arange(a[0], a[1])[:, None]
-            cols = np.arange(b[0], b[1])[None, :]
-            upper = rows < cols  # each pair once, never a sample with itself
-            phi, related, named, level = _levels(c, z)
-            summary.pairs_undetermined += int((upper & ~named).sum())
-            summary.pairs_related += int((upper & named & (level > 0)).sum())
-            valid = upper & ~np.isnan(phi)
-            if valid.any():
-                max_phi = max(max_phi, float(phi[valid].max()))
-            keep = upper & related & (phi >= min_kinship) if min_kinship > -math.inf else upper
-            if not keep.any():
-                continue
-            i, j = np.nonzero(keep)
-            kept.append(
-                {
-                    "a": i + a[0],
-                    "b": j + b[0],
-                    "kinship": phi[i, j],
-                    "ibs0": c.ibs0[i, j],
-                    "n_het_het": c.het_het[i, j],
-                    "n_het_a": c.het_a[i, j],
-                    "n_het_b": c.het_b[i, j],
-                    "n_sites": c.n_sites[i, j],
-                    "named": named[i, j],
-                    "level": level[i, j],
-                }
-            )
+    for a, b in tile_pairs:
+        c = _tile_counts(source, a, b)
+        rows = np.arange(a[0], a[1])[:, None]
+        cols = np.arange(b[0], b[1])[None, :]
+        upper = rows < cols  # each pair once, never a sample with itself
+        phi, related, named, level = _levels(c, z)
+        summary.pairs_undetermined += int((upper & ~named).sum())
+        summary.pairs_related += int((upper & named & (level > 0)).sum())
+        valid = upper & ~np.isnan(phi)
+        if valid.any():
+            max_phi = max(max_phi, float(phi[valid].max()))
+        keep = upper & related & (phi >= min_kinship) if min_kinship > -math.inf else upper
+        if not keep.any():
+            continue
+        i, j = np.nonzero(keep)
+        kept.append(
+            {
+                "a": i + a[0],
+                "b": j + b[0],
+                "kinship": phi[i, j],
+                "ibs0": c.ibs0[i, j],
+                "n_het_het": c.het_het[i, j],
+                "n_het_a": c.het_a[i, j],
+                "n_het_b": c.het_b[i, j],
+                "n_sites": c.n_sites[i, j],
+                "named": named[i, j],
+                "level": level[i, j],
+            }
+        )
     summary.max_kinship = None if max_phi == -math.inf else max_phi
     table = _pairs_table(names, kept)
     summary.pairs_stored = table.num_rows
@@ -438,12 +467,157 @@ def king_pairs(
     return table, summary
 
 
+class StaleKinship(ValueError):
+    """The stored kinship does not describe the stored samples' genotypes any more."""
+
+
+def pair_counts(
+    source: CodeSource, rows_a: np.ndarray, rows_b: np.ndarray, chunk: int = 1024
+) -> _TileCounts:
+    """Counts of the listed pairs (rows_a[k], rows_b[k]) of ``source``: 1-D arrays, one entry
+    per pair, as :func:`_tile_counts` gives for a tile. For the few stored pairs an update
+    re-checks; the rows of ``chunk`` pairs are read block by block."""
+    rows_a, rows_b = np.asarray(rows_a, np.int64), np.asarray(rows_b, np.int64)
+    k = len(rows_a)
+    acc = _TileCounts(*(np.zeros(k, dtype=np.int64) for _ in range(5)))
+    n_blocks = -(-source.n_sites // source.block_sites)
+    for lo in range(0, k, chunk):
+        ra, rb = rows_a[lo : lo + chunk], rows_b[lo : lo + chunk]
+        rows = np.unique(np.concatenate([ra, rb]))
+        at_a, at_b = np.searchsorted(rows, ra), np.searchsorted(rows, rb)
+        part = slice(lo, lo + len(ra))
+        for block in range(n_blocks):
+            packed = np.vstack([source.read_tile(int(r), int(r) + 1, block) for r in rows])
+            ca, cb = _BYTE_CODES[packed[at_a]], _BYTE_CODES[packed[at_b]]  # pairs x bytes x 4
+            het_a, het_b = ca == 1, cb == 1
+            called_a, called_b = ca != MISSING, cb != MISSING
+            ibs0 = ((ca == 0) & (cb == 2)) | ((ca == 2) & (cb == 0))
+            acc.het_het[part] += (het_a & het_b).sum(axis=(1, 2))
+            acc.ibs0[part] += ibs0.sum(axis=(1, 2))
+            acc.het_a[part] += (het_a & called_b).sum(axis=(1, 2))
+            acc.het_b[part] += (het_b & called_a).sum(axis=(1, 2))
+            acc.n_sites[part] += (called_a & called_b).sum(axis=(1, 2))
+    return acc
+
+
+def king_update(
+    source: CodeSource,
+    samples: Sequence[str],
+    first_new: int,
+    prior_rows: pa.Table,
+    prior: KinshipSummary,
+    min_kinship: float = REPORT_MIN_KINSHIP,
+    tile: int = TILE_SAMPLES,
+) -> tuple[pa.Table, KinshipSummary]:
+    """What :func:`king_pairs` gives over all of ``samples``, computing only the pairs with a
+    sample of rows [first_new, n) (the batch just added) and re-checking the pairs stored before.
+
+    In: ``source`` and ``samples`` as for king_pairs, the earlier samples first; ``prior_rows``
+    and ``prior``: king_pairs' table and summary over rows [0, first_new) alone, with the same
+    ``min_kinship`` (at most SECOND_DEGREE_MIN); its related_z is recomputed from its
+    pairs_compared, not taken as given.
+    Why the earlier pairs need no recount: KING-robust uses no allele frequencies, and a batch
+    adds sites where the earlier samples are hom-ref or no-call, which add nothing to N_het,het,
+    N_ibs0 or N_het; an earlier pair's kinship is unchanged. Only z grows with the number of
+    pairs. A pair not stored before was unrelated (its status does not depend on z), had too
+    few hets, or was not significant at the smaller z and so is not now: it is counted as
+    before. A stored pair is recounted (its n_sites grows) and judged at the new z.
+    Raises StaleKinship when a stored pair's het counts differ from the recount (the earlier
+    genotypes changed): the caller computes every pair instead.
+    """
+    if min_kinship > SECOND_DEGREE_MIN:
+        raise ValueError("king_update: min_kinship above second degree drops related pairs")
+    names = list(samples)
+    n = len(names)
+    if prior.n_samples != first_new or prior.pairs_compared != first_new * (first_new - 1) // 2:
+        raise StaleKinship(f"the stored kinship covers {prior.n_samples} samples, not {first_new}")
+    z = related_z(n * (n - 1) // 2)
+    table, summary = king_pairs(source, names, min_kinship, tile, first_new=first_new, z=z)
+    summary.pairs_compared = n * (n - 1) // 2
+    if prior.max_kinship is not None:
+        summary.max_kinship = max(summary.max_kinship or -math.inf, prior.max_kinship)
+    summary.pairs_undetermined += prior.pairs_undetermined
+    summary.pairs_related += prior.pairs_related
+    if prior_rows.num_rows:
+        index = {name: i for i, name in enumerate(names[:first_new])}
+        try:
+            rows_a = np.array([index[s] for s in prior_rows.column("sample_a").to_pylist()])
+            rows_b = np.array([index[s] for s in prior_rows.column("sample_b").to_pylist()])
+        except KeyError as exc:
+            raise StaleKinship(f"stored pair of {exc.args[0]}, not a stored sample") from None
+        was = _TileCounts(
+            *(
+                prior_rows.column(col).to_numpy().astype(np.int64)
+                for col in ("n_het_het", "ibs0", "n_het_a", "n_het_b", "n_sites")
+            )
+        )
+        now = pair_counts(source, rows_a, rows_b)
+        for col in ("het_het", "ibs0", "het_a", "het_b"):
+            if not np.array_equal(getattr(was, col), getattr(now, col)):
+                raise StaleKinship(f"a stored pair's {col} changed: its genotypes differ")
+        # take out what the stored pairs added to the earlier counts, add them at the new z
+        _, _, named, level = _levels(was, related_z(prior.pairs_compared))
+        summary.pairs_undetermined -= int((~named).sum())
+        summary.pairs_related -= int((named & (level > 0)).sum())
+        phi, related, named, level = _levels(now, z)
+        summary.pairs_undetermined += int((~named).sum())
+        summary.pairs_related += int((named & (level > 0)).sum())
+        keep = related & (phi >= min_kinship) if min_kinship > -math.inf else np.ones_like(related)
+        summary.pairs_computed += len(rows_a)
+        if keep.any():
+            k = np.flatnonzero(keep)
+            table = pa.concat_tables(
+                [
+                    table,
+                    _pairs_table(
+                        names,
+                        [
+                            {
+                                "a": rows_a[k],
+                                "b": rows_b[k],
+                                "kinship": phi[k],
+                                "ibs0": now.ibs0[k],
+                                "n_het_het": now.het_het[k],
+                                "n_het_a": now.het_a[k],
+                                "n_het_b": now.het_b[k],
+                                "n_sites": now.n_sites[k],
+                                "named": named[k],
+                                "level": level[k],
+                            }
+                        ],
+                    ),
+                ]
+            )
+            table = table.sort_by([("sample_a", "ascending"), ("sample_b", "ascending")])
+    summary.pairs_stored = table.num_rows
+    log.info(
+        "kinship: %d new samples against %d: %d pairs computed of %d (%d stored pairs "
+        "re-checked at z %.2f), %d stored, %d related, %d undetermined",
+        n - first_new,
+        first_new,
+        summary.pairs_computed,
+        summary.pairs_compared,
+        prior_rows.num_rows,
+        z,
+        summary.pairs_stored,
+        summary.pairs_related,
+        summary.pairs_undetermined,
+    )
+    return table, summary
+
+
 def _pairs_table(names: Sequence[str], kept: Sequence[dict[str, np.ndarray]]) -> pa.Table:
-    """KINSHIP_SCHEMA rows of the kept pairs, sorted by sample index (= by name)."""
+    """KINSHIP_SCHEMA rows of the kept pairs (row indices a, b into ``names``), each with
+    sample_a < sample_b by name (a and b swap when not), sorted by sample_a, sample_b."""
     if not kept:
         return KINSHIP_SCHEMA.empty_table()
     cols = {k: np.concatenate([part[k] for part in kept]) for k in kept[0]}
-    order = np.lexsort((cols["b"], cols["a"]))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    swap = rank[cols["a"]] > rank[cols["b"]]
+    for x, y in (("a", "b"), ("n_het_a", "n_het_b")):
+        cols[x], cols[y] = np.where(swap, cols[y], cols[x]), np.where(swap, cols[x], cols[y])
+    order = np.lexsort((rank[cols["b"]], rank[cols["a"]]))
     cols = {k: v[order] for k, v in cols.items()}
     name_arr = pa.array(names, pa.string())
     phi = cols["kinship"]

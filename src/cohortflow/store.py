@@ -27,7 +27,8 @@ Streaming: inputs are parsed in chunks of columns (Arrow CSV reader, no Python o
 record) and kept in temporary Arrow files; genotypes are written sample by sample in row
 groups. The cohort tables are sums of the small count files, so an append does not rescan
 earlier batches' genotypes, except for kinship: the genotypes are re-read into a 2-bit spill
-file on disk and the pairs computed tile by tile of samples; only pairs with kinship >= 2^-4.5
+file on disk and the pairs with a new sample computed tile by tile of samples (the earlier
+pairs' counts cannot change; the stored ones are re-checked); only pairs with kinship >= 2^-4.5
 (third degree or closer) and significantly above chance are rows, counts over all pairs are in
 the file's metadata.
 
@@ -50,6 +51,7 @@ import contextlib
 import ctypes
 import fcntl
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -75,7 +77,15 @@ import pysam
 from cohortflow import SCHEMA_VERSION, __version__, vcfinfo
 from cohortflow.atomic import atomic_output, tmp_path_for
 from cohortflow.errors import CohortflowError
-from cohortflow.kinship import KINSHIP_SCHEMA, CodeSpill, king_pairs
+from cohortflow.kinship import (
+    KINSHIP_SCHEMA,
+    CodeSpill,
+    KinshipSummary,
+    StaleKinship,
+    king_pairs,
+    king_update,
+    rules_metadata,
+)
 from cohortflow.stats import hwe_exact, is_transition
 
 log = logging.getLogger(__name__)
@@ -1683,8 +1693,12 @@ def _bounded(
     return con
 
 
-def _rebuild_cohort_tables(store: Path, merged: Mapping[str, str]) -> int:
-    """Recompute variants, sample_qc and kinship from all stored rows; return the site count."""
+def _rebuild_cohort_tables(
+    store: Path, merged: Mapping[str, str], added: Sequence[str] | None = None
+) -> tuple[int, int]:
+    """Recompute variants, sample_qc and kinship from all stored rows; return the site count
+    and the kinship pairs computed. ``added``: the samples the batch just appended (no sample
+    replaced), whose pairs alone kinship needs to compute (:func:`_rebuild_kinship`)."""
     # Each step starts from what the one before left resident, so hand back freed memory
     # between them: the peak is then the largest step, not the sum of what each one left.
     _release_memory()
@@ -1692,9 +1706,9 @@ def _rebuild_cohort_tables(store: Path, merged: Mapping[str, str]) -> int:
     _release_memory()
     _rebuild_sample_qc(store, _file_metadata("sample_qc", merged), singletons)
     _release_memory()
-    _rebuild_kinship(store, _file_metadata("kinship", merged))
+    pairs_computed = _rebuild_kinship(store, _file_metadata("kinship", merged), added)
     _release_memory()
-    return n_sites
+    return n_sites, pairs_computed
 
 
 def _write_derived(store: Path, table: str, data: pa.Table, meta: dict[bytes, bytes]) -> None:
@@ -1868,11 +1882,63 @@ def _polymorphic_sites(store: Path, contig: str) -> tuple[np.ndarray, pa.Array]:
     return (np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64)), ids
 
 
-def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
+def _samples_digest(samples: Sequence[str]) -> str:
+    """SHA-256 of the sorted sample names, one per line: which samples a kinship file covers."""
+    return hashlib.sha256("".join(f"{s}\n" for s in sorted(samples)).encode()).hexdigest()
+
+
+def _prior_kinship(store: Path, samples: Sequence[str]) -> tuple[pa.Table, KinshipSummary] | None:
+    """The stored kinship rows and summary when they are those of exactly ``samples`` under
+    the current rules (estimator, thresholds, schema); None, with the reason logged, if not."""
+    path = store / "kinship" / "part-0.parquet"
+    if not path.is_file():
+        return None
+    kv = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+    rules = {
+        **rules_metadata(),
+        "cohortflow_version": __version__,  # the genotype codes and the estimator's code
+        "schema_version": str(SCHEMA_VERSION),
+        "kinship_samples_sha256": _samples_digest(samples),
+    }
+    stale = sorted(k for k, v in rules.items() if kv.get(k) != v)
+    if stale:
+        log.info(
+            "kinship: every pair is computed (the stored file differs in %s)", ", ".join(stale)
+        )
+        return None
+    try:
+        prior = KinshipSummary(
+            n_samples=int(kv["kinship_samples"]),
+            n_sites=int(kv["kinship_sites"]),
+            pairs_compared=int(kv["kinship_pairs_compared"]),
+            pairs_stored=int(kv["kinship_pairs_stored"]),
+            pairs_undetermined=int(kv["kinship_pairs_undetermined"]),
+            pairs_related=int(kv["kinship_pairs_related"]),
+            max_kinship=float(kv["kinship_max"]) if kv["kinship_max"] else None,
+        )
+    except (KeyError, ValueError) as exc:
+        log.info("kinship: every pair is computed (unreadable stored counts: %s)", exc)
+        return None
+    rows = pq.read_table(path).cast(KINSHIP_SCHEMA)
+    if rows.num_rows != prior.pairs_stored:
+        log.info("kinship: every pair is computed (the stored file lost rows)")
+        return None
+    return rows, prior
+
+
+def _rebuild_kinship(
+    store: Path, meta: dict[bytes, bytes], added: Sequence[str] | None = None
+) -> int:
     """kinship: KING-robust over all stored samples and polymorphic alleles; only the pairs at
     or above :data:`cohortflow.kinship.REPORT_MIN_KINSHIP` and significantly above zero
     (:func:`cohortflow.kinship.related_z`) are rows, the counts over all pairs
     (compared, undetermined, related, the largest kinship) are in the file's metadata.
+    Returns the number of pairs counted from genotypes.
+
+    With ``added`` (the samples just appended, none replaced) and a stored kinship file of
+    exactly the other samples under the same rules, only the pairs with an added sample are
+    computed and the stored pairs re-checked (:func:`cohortflow.kinship.king_update`: a pair's
+    KING-robust counts do not change when samples are added); otherwise every pair is.
 
     Memory: the pair counts no longer grow with the number of samples. The 2-bit codes of
     every sample at every site go to a spill file in a temporary folder of the store (samples x
@@ -1884,6 +1950,11 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
     con = _internal_connection(store, threads=1)
     try:
         samples = _fetch(con, "SELECT sample FROM samples ORDER BY sample").column(0).to_pylist()
+        new = set(added or ()) & set(samples)
+        earlier = [s for s in samples if s not in new]
+        prior = _prior_kinship(store, earlier) if new and earlier else None
+        if prior is not None:
+            samples = earlier + sorted(new)  # the spill's rows: the earlier samples first
         per_contig = _fetch(
             con,
             "SELECT contig, count(*) AS n FROM variants WHERE ac > 0 GROUP BY contig "
@@ -1907,12 +1978,20 @@ def _rebuild_kinship(store: Path, meta: dict[bytes, bytes]) -> int:
                 del ids, site_pos
             con.close()  # now, so that DuckDB's memory is back before the tiles' matrices
             _release_memory()  # the genotype reader's buffers, before the tiles' matrices
-            table, summary = king_pairs(spill, samples)
+            table = summary = None
+            if prior is not None:
+                try:
+                    table, summary = king_update(spill, samples, len(earlier), *prior)
+                except StaleKinship as exc:
+                    log.warning("kinship: every pair is computed (%s)", exc)
+            if table is None or summary is None:
+                table, summary = king_pairs(spill, samples)
     finally:
         con.close()
     meta = {**meta, **{k.encode(): v.encode() for k, v in summary.metadata().items()}}
+    meta[b"kinship_samples_sha256"] = _samples_digest(samples).encode()
     _write_derived(store, "kinship", table, meta)
-    return table.num_rows
+    return summary.pairs_computed
 
 
 # windows of one rebuild share most count triples: each is tested once (a few MB at most)
@@ -2074,7 +2153,7 @@ def aggregate(
     lets a sample ID already in the store be replaced (its old rows are removed); ``metadata``
     (reference_build, kb_release, caller, caller_version, ...) goes into every file written.
     Out: summary counts {"batch", "samples_added", "samples_replaced", "sites_new",
-    "sites_total", "genotype_rows", "fill_rows"}.
+    "sites_total", "genotype_rows", "fill_rows", "kinship_pairs_computed"}.
     Earlier batches' files are never rewritten, except to remove replaced samples.
     """
     store = Path(store)
@@ -2114,7 +2193,11 @@ def aggregate(
             summary = _append(store, batch, spilled, sites_path, committed, metadata)
             del spilled
         merged = _merged_metadata(store, committed, metadata)
-        summary["sites_total"] = _rebuild_cohort_tables(store, merged)
+        # kinship adds the batch's pairs to the stored ones, unless samples were replaced
+        added = None if clashes else [i.sample for i in inputs]
+        summary["sites_total"], summary["kinship_pairs_computed"] = _rebuild_cohort_tables(
+            store, merged, added
+        )
         summary["samples_replaced"] = clashes
         record = {
             "batch": batch,

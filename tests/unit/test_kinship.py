@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from statistics import NormalDist
 
@@ -14,7 +15,9 @@ from cohortflow.kinship import (
     REPORT_MIN_KINSHIP,
     CodeSpill,
     PackedCodes,
+    StaleKinship,
     king_pairs,
+    king_update,
     kinship_table,
     pack_codes,
     relationship,
@@ -30,7 +33,9 @@ def _child(rng: np.random.Generator, father: np.ndarray, mother: np.ndarray) -> 
     return from_f + from_m
 
 
-def _pedigree(n_sites: int, seed: int = 3) -> dict[str, np.ndarray]:
+def _pedigree(n_sites: int, seed: int = 3, unrelated: int = 0) -> dict[str, np.ndarray]:
+    """Genotypes (0, 1, 2; -1 no-call) of a three-generation family, a stranger and
+    ``unrelated`` more founders named u000, u001, ... at ``n_sites`` unlinked sites."""
     rng = np.random.default_rng(seed)
     af = rng.uniform(0.05, 0.5, n_sites)
 
@@ -47,7 +52,8 @@ def _pedigree(n_sites: int, seed: int = 3) -> dict[str, np.ndarray]:
     dup[flip] = (dup[flip] + 1) % 3
     missing = rng.random(n_sites) < 0.05  # and 5% no-calls
     dup[missing] = -1
-    return {
+    more = {f"u{i:03d}": founder() for i in range(unrelated)}
+    return more | {
         "dup": dup,
         "fa": fa,
         "grandkid": grandkid,
@@ -119,8 +125,11 @@ def test_relationship_bins_and_uninformative_pairs() -> None:
     (row,) = kinship_table(["a", "b"], codes).to_pylist()
     assert row["kinship"] == pytest.approx(0.5) and row["n_sites"] == 2
     assert row["relationship"] is None  # too few heterozygous calls to name a degree
-    with pytest.raises(ValueError, match="sorted"):
-        kinship_table(["b", "a"], codes)
+    # rows may come in any order: a pair is named by sample, its counts follow the names
+    (row,) = kinship_table(["b", "a"], np.array([[1, 0, 1], [0, -1, 1]], np.int8)).to_pylist()
+    assert (row["sample_a"], row["sample_b"], row["n_het_a"], row["n_het_b"]) == ("a", "b", 1, 2)
+    with pytest.raises(ValueError, match="unique"):
+        kinship_table(["a", "a"], codes)
 
 
 def test_chance_kinship_on_few_sites_is_not_named_related() -> None:
@@ -158,6 +167,49 @@ def test_chance_kinship_on_few_sites_is_not_named_related() -> None:
     # undetermined: too few hets, or second degree or more without significance
     assert summary.pairs_undetermined == int((upper & ((hets < 20) | chance)).sum())
     assert summary.metadata()["kinship_related_z"] == f"{z:.4f}"
+
+
+def test_update_for_a_new_batch_equals_computing_every_pair() -> None:
+    """A cohort of three grows by a batch of 153: king_update computes only the pairs with a
+    new sample (and re-checks the one stored pair) and gives what king_pairs gives over all."""
+    ped = _pedigree(500, seed=3, unrelated=150)
+    old = ["fa", "grandkid", "stranger"]
+    new = ["dup", "kid", "sib", *(f"u{i:03d}" for i in range(150))]  # names interleave old ones
+    codes = np.stack([ped[n] for n in old + new])
+    prior_rows, prior = king_pairs(PackedCodes.from_codes(codes[:3]), old)
+    # grandparent and grandchild: 3.1 standard errors above zero, related among 3 pairs
+    (was,) = prior_rows.to_pylist()
+    assert (was["sample_a"], was["sample_b"], was["relationship"]) == (
+        "fa",
+        "grandkid",
+        "second_degree",
+    )
+    assert prior.related_z == pytest.approx(2.128, abs=1e-3) and prior.pairs_undetermined == 0
+
+    source = PackedCodes.from_codes(codes, block_sites=128)
+    got, summary = king_update(source, old + new, 3, prior_rows, prior, tile=40)
+    want, full = king_pairs(source, old + new)
+    order = sorted(old + new)
+    by_name, _ = king_pairs(PackedCodes.from_codes(np.stack([ped[n] for n in order])), order)
+    assert got.equals(want) and got.equals(by_name)
+    assert summary.metadata() == full.metadata()
+    assert summary.pairs_computed == 3 * 153 + 153 * 152 // 2 + 1 < summary.pairs_compared
+    assert summary.pairs_compared == 156 * 155 // 2 == full.pairs_computed
+    # among 12,090 pairs z is 4.46: the grandparent pair is no longer significant, and counted
+    # undetermined; the new duplicate and first-degree pairs with the old samples are stored
+    rows = {(r["sample_a"], r["sample_b"]): r["relationship"] for r in got.to_pylist()}
+    assert ("fa", "grandkid") not in rows and summary.related_z == pytest.approx(4.458, abs=1e-3)
+    assert rows[("dup", "fa")] == "duplicate" and rows[("fa", "kid")] == "first_degree"
+    assert rows[("grandkid", "kid")] == "first_degree" and rows[("kid", "sib")] == "first_degree"
+    assert summary.pairs_undetermined == full.pairs_undetermined >= 1
+
+    # a stored pair whose genotypes changed since: refused, so the caller recomputes all
+    changed = codes.copy()
+    changed[0, np.flatnonzero(changed[0] == 1)[:5]] = 2
+    with pytest.raises(StaleKinship, match="het_het|het_a"):
+        king_update(PackedCodes.from_codes(changed), old + new, 3, prior_rows, prior)
+    with pytest.raises(StaleKinship, match="covers 3 samples"):
+        king_update(source, old + new, 4, prior_rows, prior)
 
 
 def test_store_kinship_across_batches(tmp_path: Path) -> None:
@@ -199,6 +251,41 @@ def test_store_kinship_across_batches(tmp_path: Path) -> None:
     a, b = ped["fa"][poly], ped["kid"][poly]
     assert got[("fa", "kid")]["n_het_het"] == int(((a == 1) & (b == 1)).sum())
     assert got[("fa", "kid")]["n_sites"] == int(poly.sum())
+    # b2 computed only the kid's three pairs: none of the first batch's was stored
+    record = json.loads((store / "_batches" / "b2.json").read_text())
+    assert record["summary"]["kinship_pairs_computed"] == 3
+
+    # b3: the kid re-sequenced, with one more allele at a position everyone has a record at
+    # (a new site where the others are called hom-ref): the stored pairs' n_sites grow by one
+    at = int(np.flatnonzero(ped["kid"] == 0)[0])
+    other = {"A": "C", "C": "G", "G": "T", "T": "A"}[refs[at]]
+    rows = [
+        f"chr1 {i + 1} {refs[i]} {alts[i]} . {text[int(g)]}:30:50"
+        for i, g in enumerate(ped["kid"])
+        if i != at
+    ]
+    rows.insert(at, f"chr1 {at + 1} {refs[at]} {other} . 0/1:30:50")
+    inputs["kid2"] = SampleInput("kid2", write_vcf(tmp_path / "kid2.vcf.gz", "kid2", rows))
+    summary = aggregate(store, "b3", [inputs["kid2"]])
+    # 4 new pairs, and the 2 stored pairs re-checked, of 10
+    assert summary["kinship_pairs_computed"] == 4 + 2
+    steps = {
+        (r["sample_a"], r["sample_b"]): r for r in query(store, "SELECT * FROM kinship").to_pylist()
+    }
+    assert steps[("fa", "kid")]["n_sites"] == n_poly + 1
+    assert steps[("fa", "kid")]["n_het_het"] == got[("fa", "kid")]["n_het_het"]
+    assert steps[("kid", "kid2")]["relationship"] == "duplicate"
+    # the same rows and metadata as aggregating all five at once (which computes every pair)
+    once = tmp_path / "once"
+    summary = aggregate(once, "all", [inputs[n] for n in (*names, "kid2")])
+    assert summary["kinship_pairs_computed"] == 10
+    assert query(once, "SELECT * FROM kinship").equals(query(store, "SELECT * FROM kinship"))
+    kv_once = pq.read_schema(once / "kinship" / "part-0.parquet").metadata
+    assert kv_once == pq.read_schema(store / "kinship" / "part-0.parquet").metadata
+    assert kv_once[b"kinship_pairs_compared"] == b"10"
+    # a replaced sample changes stored genotypes: every pair is computed again
+    summary = aggregate(store, "b4", [inputs["stranger"]], replace=True)
+    assert summary["kinship_pairs_computed"] == 10
 
 
 def test_packed_codes_round_trip_and_the_spill_file_gives_the_same_pairs(tmp_path: Path) -> None:
