@@ -1815,8 +1815,51 @@ def _site_columns(
     return out
 
 
+def _sample_runs(pf: pq.ParquetFile, path: Path, n_sites: int) -> list[tuple[str, int, int]]:
+    """(sample, first row, first site) of every run of one sample's rows in a genotypes file.
+
+    Genotype files are written window by window of positions and, in a window, sample by
+    sample over the window's sites (sorted by pos, variant_id): every sample of the file has
+    a run of the same length in every window, and the windows' sites follow one another.
+    Only the sample column is read. CohortflowError if the file is not laid out so."""
+    runs: list[tuple[str, int]] = []  # (sample, first row)
+    offset = 0
+    last = None
+    for rb in pf.iter_batches(batch_size=1 << 16, columns=["sample"], use_threads=False):
+        smp = rb.column(0)
+        idx = smp.indices.to_numpy()
+        names = smp.dictionary.to_pylist()
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        for at in starts.tolist():
+            name = names[idx[at]]
+            if name != last:
+                runs.append((name, offset + at))
+                last = name
+        offset += rb.num_rows
+    samples = len({name for name, _ in runs})
+    out: list[tuple[str, int, int]] = []
+    site = 0
+    bounds = [row for _, row in runs] + [offset]
+    for w in range(0, len(runs), samples or 1):
+        window = runs[w : w + samples]
+        length = bounds[w + 1] - bounds[w]
+        if len(window) != samples or len({name for name, _ in window}) != samples:
+            raise CohortflowError(f"{path}: genotype rows are not one per sample and site")
+        for k, (name, row) in enumerate(window):
+            if bounds[w + k + 1] - row != length:
+                raise CohortflowError(f"{path}: genotype rows are not one per sample and site")
+            out.append((name, row, site))
+        site += length
+    if site != n_sites:
+        raise CohortflowError(
+            f"{path}: {site} sites in its genotype rows, {n_sites} in its site counts"
+        )
+    return out
+
+
 def _genotype_codes(
     path: Path,
+    sites_path: Path,
     sample_index: Mapping[str, int],
     site_pos: np.ndarray,
     site_ids: pa.Array,
@@ -1824,46 +1867,48 @@ def _genotype_codes(
     spill: CodeSpill,
 ) -> None:
     """Write into ``spill`` the 2-bit codes (:mod:`cohortflow.kinship`) of one genotypes file:
-    alt_count of diploid calls, missing elsewhere. ``site_pos`` / ``site_ids`` are the contig's
-    kinship sites sorted by (pos, variant_id), at columns ``first_site + k`` of the spill.
-    Streams the file in record batches, one sample run at a time; memory follows the record
-    batch, not the file or the cohort."""
-    # one row group at a time (no read-ahead): memory does not follow the file's size
-    pf = pq.ParquetFile(path, read_dictionary=["sample", "variant_id"], pre_buffer=False)
-    # the record batches of one row group share its dictionary: resolve each entry once
-    known: tuple[pa.Array, np.ndarray] | None = None  # dictionary, column per entry (-2: not yet)
+    alt_count of diploid calls, missing elsewhere. ``sites_path``: the file's site_counts file
+    (its sites, sorted by pos, variant_id); ``site_pos`` / ``site_ids``: the contig's kinship
+    sites in the same order, at columns ``first_site + k`` of the spill.
+
+    The file's sites are matched to the kinship sites once, and its rows to the sites by
+    their layout (:func:`_sample_runs`), so that only sample, pos, alt_count and ploidy are
+    read; every row's pos is checked against its site's. Streams the file in record batches;
+    memory follows the record batch and the file's site list, not the cohort."""
+    sites = pq.read_table(sites_path, columns=["pos", "variant_id"])
+    file_pos = sites.column("pos").to_numpy()
+    column = _site_columns(
+        site_pos, site_ids, file_pos, sites.column("variant_id").combine_chunks()
+    )
+    del sites
+    pf = pq.ParquetFile(path, read_dictionary=["sample"], pre_buffer=False)
+    runs = _sample_runs(pf, path, len(file_pos))
+    ends = [row for _, row, _ in runs[1:]] + [pf.metadata.num_rows]
+    k = 0  # the first run that reaches into the record batch
+    offset = 0  # rows of the file before the record batch
     for rb in pf.iter_batches(
-        batch_size=1 << 16,
-        columns=["sample", "variant_id", "pos", "alt_count", "ploidy"],
-        use_threads=False,
+        batch_size=1 << 16, columns=["pos", "alt_count", "ploidy"], use_threads=False
     ):
-        smp = rb.column(0)
-        rows = np.array([sample_index.get(x, -1) for x in smp.dictionary.to_pylist()] + [-1])
-        r = rows[smp.indices.to_numpy()]
-        # resolve each distinct variant of the batch once (its dictionary), then the rows
-        vid, pos = rb.column(1), rb.column(2).to_numpy()
-        idx = vid.indices.to_numpy()
-        if known is None or not known[0].equals(vid.dictionary):
-            known = (vid.dictionary, np.full(len(vid.dictionary), -2, dtype=np.int64))
-        column = known[1]
-        one_row = np.full(len(column), -1, dtype=np.int64)
-        one_row[idx[::-1]] = np.arange(len(idx) - 1, -1, -1)
-        todo = np.flatnonzero((one_row >= 0) & (column == -2))
-        if len(todo):
-            column[todo] = _site_columns(
-                site_pos, site_ids, pos[one_row[todo]], vid.dictionary.take(pa.array(todo))
-            )
-        c = column[idx]
-        alt = rb.column(3).fill_null(-1).to_numpy()
-        diploid = rb.column(4).fill_null(0).to_numpy() == 2
+        pos = rb.column(0).to_numpy()
+        alt = rb.column(1).fill_null(-1).to_numpy()
+        diploid = rb.column(2).fill_null(0).to_numpy() == 2
         code = np.where(diploid & (alt >= 0), alt, -1).astype(np.int8)
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        for lo, hi in zip(starts, [*starts[1:], len(r)], strict=True):
-            row = int(r[lo])
-            if row < 0:
-                continue
-            keep = c[lo:hi] >= 0
-            spill.update(row, c[lo:hi][keep] + first_site, code[lo:hi][keep])
+        end = offset + rb.num_rows
+        while k < len(runs) and runs[k][1] < end:
+            name, row0, site0 = runs[k]
+            a, b = max(row0, offset), min(ends[k], end)  # file rows of the run in the batch
+            s0 = site0 + a - row0
+            if not np.array_equal(pos[a - offset : b - offset], file_pos[s0 : s0 + b - a]):
+                raise CohortflowError(f"{path}: genotype rows of {name} out of site order")
+            row = sample_index.get(name, -1)
+            if row >= 0:
+                cols = column[s0 : s0 + b - a]
+                keep = cols >= 0
+                spill.update(row, cols[keep] + first_site, code[a - offset : b - offset][keep])
+            if ends[k] > end:
+                break  # the run goes on in the next record batch
+            k += 1
+        offset = end
 
 
 def _polymorphic_sites(store: Path, contig: str) -> tuple[np.ndarray, pa.Array]:
@@ -1971,9 +2016,11 @@ def _rebuild_kinship(
             for contig in contigs:  # one contig's polymorphic sites in memory at a time
                 site_pos, ids = _polymorphic_sites(store, contig)
                 folder = _partition_dir(store / "genotypes", contig)
+                counts = _partition_dir(store / "site_counts", contig)
                 for path in sorted(folder.glob("*.parquet")):
                     if not path.name.startswith((".", "_")):
-                        _genotype_codes(path, index, site_pos, ids, first, spill)
+                        sites = counts / path.name
+                        _genotype_codes(path, sites, index, site_pos, ids, first, spill)
                 first += len(ids)
                 del ids, site_pos
             con.close()  # now, so that DuckDB's memory is back before the tiles' matrices

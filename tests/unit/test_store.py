@@ -20,6 +20,7 @@ import pytest
 from cohortflow import SCHEMA_VERSION, __version__
 from cohortflow import store as store_mod
 from cohortflow.errors import CohortflowError
+from cohortflow.kinship import CodeSpill, unpack_codes
 from cohortflow.query import format_table
 from cohortflow.store import SampleInput, aggregate, open_store, query, table_files
 
@@ -572,3 +573,71 @@ def test_small_windows_give_the_same_tables(
     ]
     one = pq.read_table(stores["one"] / "genotypes" / "contig=chr1" / "b1.parquet")
     assert one.column("sample").to_pylist() == ["A"] * 4 + ["C"] * 4
+
+
+def _kinship_codes(store: Path, work: Path) -> dict[tuple[str, str], int]:
+    """(sample, variant_id) -> the kinship code (0, 1, 2; -1 missing) the store's spill filler
+    (``_genotype_codes``) writes for every polymorphic allele."""
+    samples = sorted(query(store, "SELECT sample FROM samples").column("sample").to_pylist())
+    index = {s: i for i, s in enumerate(samples)}
+    out = {}
+    for contig in ("chr1", "chrX"):
+        site_pos, ids = store_mod._polymorphic_sites(store, contig)
+        with CodeSpill(work / f"{contig}.bin", len(samples), len(ids), block_sites=4) as spill:
+            for path in sorted((store / "genotypes" / f"contig={contig}").glob("*.parquet")):
+                sites = store / "site_counts" / f"contig={contig}" / path.name
+                store_mod._genotype_codes(path, sites, index, site_pos, ids, 0, spill)
+            packed = np.hstack([spill.read_tile(0, len(samples), b) for b in range(spill.n_blocks)])
+        codes = unpack_codes(packed, len(ids))
+        for i, sample in enumerate(samples):
+            for j, vid in enumerate(ids.to_pylist()):
+                out[(sample, vid)] = int(codes[i, j])
+    return out
+
+
+def test_kinship_codes_follow_the_genotype_rows_window_by_window(
+    tmp_path: Path, inputs: dict[str, SampleInput], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kinship spill is filled from each genotype file's layout (windows, then samples)
+    rather than from its variant_id column: its codes equal the genotypes table's, with one
+    window per position as with one window for all; a file out of that layout is refused."""
+    want = {}
+    for name in ("one", "small"):
+        store = tmp_path / name
+        if name == "small":
+            monkeypatch.setattr(store_mod, "GENOTYPE_WINDOW", 1)
+        aggregate(store, "b1", [inputs["A"], inputs["C"]])
+        aggregate(store, "b2", [inputs["B"], inputs["D"]])
+        rows = query(
+            store,
+            "SELECT g.sample, g.variant_id, g.alt_count, g.ploidy FROM genotypes g "
+            "JOIN variants v USING (contig, variant_id) WHERE v.ac > 0",
+        ).to_pylist()
+        want[name] = {
+            (r["sample"], r["variant_id"]): r["alt_count"]
+            if r["ploidy"] == 2 and r["alt_count"] is not None
+            else -1
+            for r in rows
+        }
+        (tmp_path / f"{name}.work").mkdir()
+        assert _kinship_codes(store, tmp_path / f"{name}.work") == want[name], name
+    assert want["one"] == want["small"] and len(want["one"]) == 4 * 7
+    assert want["one"][("A", "chr1-200-C-T")] == 1 and want["one"][("C", "chr1-200-C-T")] == -1
+
+    # the same rows in another order, or one row short: refused, naming the file
+    path = tmp_path / "small" / "genotypes" / "contig=chr1" / "b1.parquet"
+    sites = tmp_path / "small" / "site_counts" / "contig=chr1" / "b1.parquet"
+    table = pq.read_table(path)
+    site_pos, ids = store_mod._polymorphic_sites(tmp_path / "small", "chr1")
+    index = {s: i for i, s in enumerate("ABCD")}
+    for bad, problem in (
+        (table.take(pa.array(range(table.num_rows - 1, -1, -1))), "out of site order"),
+        (table.slice(0, table.num_rows - 1), "not one per sample and site"),
+    ):
+        broken = tmp_path / "broken.parquet"
+        pq.write_table(bad, broken)
+        with (
+            CodeSpill(tmp_path / "x.bin", 4, len(ids)) as spill,
+            pytest.raises(CohortflowError, match=f"broken.parquet.*{problem}"),
+        ):
+            store_mod._genotype_codes(broken, sites, index, site_pos, ids, 0, spill)
