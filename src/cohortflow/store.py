@@ -1875,6 +1875,8 @@ def _genotype_codes(
     their layout (:func:`_sample_runs`), so that only sample, pos, alt_count and ploidy are
     read; every row's pos is checked against its site's. Streams the file in record batches;
     memory follows the record batch and the file's site list, not the cohort."""
+    if not sites_path.is_file():
+        raise CohortflowError(f"{path}: its site counts file {sites_path} is missing")
     sites = pq.read_table(sites_path, columns=["pos", "variant_id"])
     file_pos = sites.column("pos").to_numpy()
     column = _site_columns(

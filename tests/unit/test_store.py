@@ -641,3 +641,8 @@ def test_kinship_codes_follow_the_genotype_rows_window_by_window(
             pytest.raises(CohortflowError, match=f"broken.parquet.*{problem}"),
         ):
             store_mod._genotype_codes(broken, sites, index, site_pos, ids, 0, spill)
+    with (
+        CodeSpill(tmp_path / "x.bin", 4, len(ids)) as spill,
+        pytest.raises(CohortflowError, match="site counts file .*none.parquet is missing"),
+    ):
+        store_mod._genotype_codes(path, tmp_path / "none.parquet", index, site_pos, ids, 0, spill)
