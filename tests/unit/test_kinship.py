@@ -286,6 +286,16 @@ def test_store_kinship_across_batches(tmp_path: Path) -> None:
     # a replaced sample changes stored genotypes: every pair is computed again
     summary = aggregate(store, "b4", [inputs["stranger"]], replace=True)
     assert summary["kinship_pairs_computed"] == 10
+    # so does a kinship file of another set of samples (here: of an older version, no digest)
+    path = store / "kinship" / "part-0.parquet"
+    table = pq.read_table(path)
+    kv = {k: v for k, v in table.schema.metadata.items() if k != b"kinship_samples_sha256"}
+    pq.write_table(table.replace_schema_metadata(kv), path)
+    inputs["sib"] = SampleInput("sib", inputs["kid"].vcf)
+    summary = aggregate(store, "b5", [inputs["sib"]])
+    assert summary["kinship_pairs_computed"] == 15
+    kv = pq.read_schema(path).metadata
+    assert kv[b"kinship_pairs_compared"] == b"15" and b"kinship_samples_sha256" in kv
 
 
 def test_packed_codes_round_trip_and_the_spill_file_gives_the_same_pairs(tmp_path: Path) -> None:
