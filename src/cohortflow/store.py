@@ -1268,7 +1268,9 @@ class _BufferedWriter:
 
     def _flush(self) -> None:
         if self.parts:
-            table = pa.concat_tables(self.parts).cast(self.schema)
+            # one dictionary per column: the Parquet writer keeps dictionary encoding (a
+            # dictionary that changes inside a row group makes it fall back to plain values)
+            table = pa.concat_tables(self.parts).cast(self.schema).unify_dictionaries()
             self._writer.write_table(table, row_group_size=max(self.rows, table.num_rows))
             self.written += table.num_rows
         self.parts, self.buffered = [], 0

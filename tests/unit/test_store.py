@@ -646,3 +646,22 @@ def test_kinship_codes_follow_the_genotype_rows_window_by_window(
         pytest.raises(CohortflowError, match="site counts file .*none.parquet is missing"),
     ):
         store_mod._genotype_codes(path, tmp_path / "none.parquet", index, site_pos, ids, 0, spill)
+
+
+def test_genotype_files_keep_dictionary_encoding(tmp_path: Path) -> None:
+    """Rows of several samples go into one row group with one dictionary per column, so the
+    Parquet writer keeps dictionary encoding: the sample column is a few hundred bytes, not a
+    name per row (reading it back was the slowest part of filling the kinship spill)."""
+    vcfs = []
+    for name in ("P1", "P2", "P3"):
+        rows = [f"chr1 {10 * i + 1} A G . {'0/1' if i % 3 else '1/1'}:30:50" for i in range(2000)]
+        vcfs.append(SampleInput(name, write_vcf(tmp_path / f"{name}.vcf.gz", name, rows)))
+    store = tmp_path / "store"
+    aggregate(store, "b1", vcfs)
+    meta = pq.ParquetFile(store / "genotypes" / "contig=chr1" / "b1.parquet").metadata
+    assert (meta.num_row_groups, meta.num_rows) == (1, 6000)
+    chunks = {c.path_in_schema: c for c in (meta.row_group(0).column(i) for i in range(13))}
+    # plain, 6,000 names of 2 letters would be 36,000 bytes, and "0/1" or "1/1" 42,000
+    assert chunks["sample"].total_uncompressed_size < 1000
+    assert chunks["gt"].total_uncompressed_size < 5000
+    assert query(store, "SELECT count(DISTINCT sample) AS n FROM genotypes")["n"][0].as_py() == 3
