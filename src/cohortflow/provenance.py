@@ -70,5 +70,6 @@ def run_provenance(
 def caller_version(caller: str) -> str:
     """Version string of the caller; the embedded bcftools is the one inside pysam."""
     if caller == "bcftools":
-        return f"{pysam.version.__bcftools_version__} (embedded in pysam {pysam.__version__})"
+        bcftools = pysam.version.__bcftools_version__  # type: ignore[attr-defined]
+        return f"{bcftools} (embedded in pysam {pysam.__version__})"
     return "unknown"

@@ -158,7 +158,7 @@ def _keyed_kb(
             f"{kb.path}: this knowledge base was built without a reference, so its indels are "
             "not left-aligned; give --reference (the FASTA the store was called against)"
         )
-    tables = []
+    tables: list[pa.Table | None] = []
     for table in (kb.clinvar, kb.population):
         if table is None:
             tables.append(None)
