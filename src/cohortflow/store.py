@@ -2525,20 +2525,25 @@ def _annotation_rows(sample: str, batch: str, calls: pa.Table) -> pa.Table:
 
 
 def _blocks_by_sample(path: Path) -> Iterator[tuple[str, pa.Table]]:
-    """(sample, its rows) of a ref_blocks file written sample by sample, streaming it."""
+    """(sample, its blocks in BLOCKS_SCHEMA) of a ref_blocks file written sample by sample,
+    streaming it. The sample column is read as dictionary indices: no Python string per row."""
     current: str | None = None
     parts: list[pa.Table] = []
-    for rb in pq.ParquetFile(path, pre_buffer=False).iter_batches(
-        batch_size=1 << 16, use_threads=False
+    pf = pq.ParquetFile(path, read_dictionary=["sample"], pre_buffer=False)
+    for rb in pf.iter_batches(
+        batch_size=1 << 16, columns=["sample", *BLOCKS_SCHEMA.names], use_threads=False
     ):
-        t = pa.Table.from_batches([rb]).select(REF_BLOCKS_SCHEMA.names).cast(REF_BLOCKS_SCHEMA)
-        names = t.column("sample").to_numpy(zero_copy_only=False)
-        bounds = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
+        smp = rb.column(0)
+        idx = smp.indices.to_numpy()
+        names = smp.dictionary.to_pylist()
+        t = pa.Table.from_batches([rb]).drop_columns(["sample"]).cast(BLOCKS_SCHEMA)
+        bounds = [0, *(np.flatnonzero(idx[1:] != idx[:-1]) + 1).tolist(), len(idx)]
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            if names[lo] != current and current is not None:
+            name = names[idx[lo]]
+            if name != current and current is not None:
                 yield current, pa.concat_tables(parts)
                 parts = []
-            current = str(names[lo])
+            current = name
             parts.append(t.slice(lo, hi - lo))
     if current is not None:
         yield current, pa.concat_tables(parts)
@@ -2547,12 +2552,12 @@ def _blocks_by_sample(path: Path) -> Iterator[tuple[str, pa.Table]]:
 def _iter_old_samples(
     store: Path, old_samples: Sequence[tuple[str, str]]
 ) -> Iterator[tuple[str, str, pa.Table]]:
-    """(sample, batch, ref_blocks rows) of every stored sample in (batch, sample) order, one
-    sample in memory at a time; a sample without blocks gets an empty table."""
+    """(sample, batch, its ref_blocks rows in BLOCKS_SCHEMA) of every stored sample in (batch,
+    sample) order, one sample in memory at a time; a sample without blocks gets an empty table."""
     by_batch: dict[str, list[str]] = {}
     for sample, batch in old_samples:
         by_batch.setdefault(batch, []).append(sample)
-    empty = REF_BLOCKS_SCHEMA.empty_table()
+    empty = BLOCKS_SCHEMA.empty_table()
     for batch in sorted(by_batch):
         path = store / "ref_blocks" / f"{batch}.parquet"
         groups = _blocks_by_sample(path) if path.is_file() else iter(())
