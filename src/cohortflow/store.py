@@ -50,7 +50,6 @@ import array
 import contextlib
 import ctypes
 import fcntl
-import functools
 import hashlib
 import io
 import json
@@ -86,7 +85,7 @@ from cohortflow.kinship import (
     king_update,
     rules_metadata,
 )
-from cohortflow.stats import hwe_exact, is_transition
+from cohortflow.stats import hwe_exact_many, is_transition
 
 log = logging.getLogger(__name__)
 
@@ -2045,14 +2044,11 @@ def _rebuild_kinship(
     return summary.pairs_computed
 
 
-# windows of one rebuild share most count triples: each is tested once (a few MB at most)
-_hwe_cached = functools.lru_cache(maxsize=1 << 16)(hwe_exact)
-
-
 def _hwe_column(counts: pa.Table) -> pa.Array:
     """HWE exact p-value per site from its diploid genotype counts (d_hom_ref, d_het,
     d_hom_alt columns of ``counts``); null where the site has no diploid call. The test runs
-    once per distinct count triple (sites share them: far fewer triples than sites)."""
+    once per distinct count triple (sites share them: far fewer triples than sites), all
+    triples of the window at once (:func:`cohortflow.stats.hwe_exact_many`)."""
     triples = np.stack(
         [counts.column(k).fill_null(0).to_numpy() for k in ("d_hom_ref", "d_het", "d_hom_alt")],
         axis=1,
@@ -2060,7 +2056,7 @@ def _hwe_column(counts: pa.Table) -> pa.Array:
     if len(triples) == 0:
         return pa.array([], pa.float64())
     uniq, inverse = np.unique(triples, axis=0, return_inverse=True)
-    p = np.array([_hwe_cached(int(a), int(b), int(c)) for a, b, c in uniq.tolist()])
+    p = hwe_exact_many(uniq[:, 0], uniq[:, 1], uniq[:, 2])
     return pa.array(p[inverse.reshape(-1)], pa.float64(), mask=triples.sum(axis=1) == 0)
 
 

@@ -6,10 +6,11 @@ from fractions import Fraction
 from math import factorial
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_store import make_inputs
 
-from cohortflow.stats import hwe_exact, is_transition, ti_tv_ratio, variant_class
+from cohortflow.stats import hwe_exact, hwe_exact_many, is_transition, ti_tv_ratio, variant_class
 from cohortflow.store import aggregate, query
 
 
@@ -65,6 +66,32 @@ def test_small_cases_by_hand() -> None:
 def test_against_exact_enumeration(counts: tuple[int, int, int]) -> None:
     want = p_by_enumeration(*counts)
     assert hwe_exact(*counts) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
+def test_many_sites_at_once_equal_exact_enumeration() -> None:
+    """hwe_exact_many over sites of very different sizes in one call (chunks of 4 sites) gives
+    each site the enumerated p-value, and exactly what hwe_exact gives it alone."""
+    sites = [
+        (10, 0, 10),
+        (0, 0, 0),
+        (25, 50, 25),
+        (40, 0, 0),
+        (500, 20, 30),
+        (0, 1, 0),
+        (3, 40, 3),
+        (7, 2, 1),
+        (1, 2, 7),
+        (88, 10, 2),
+    ]
+    a, b, c = (np.array(col) for col in zip(*sites, strict=True))
+    got = hwe_exact_many(a, b, c, chunk=4)
+    for counts, p in zip(sites, got.tolist(), strict=True):
+        want = 1.0 if sum(counts) == 0 else p_by_enumeration(*counts)
+        assert p == pytest.approx(want, rel=1e-9, abs=1e-300), counts
+        assert p == hwe_exact(*counts), counts
+    assert hwe_exact_many([], [], []).shape == (0,)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        hwe_exact_many([1, 2], [0, -1], [3, 3])
 
 
 def test_known_extremes_and_symmetry() -> None:
