@@ -24,9 +24,6 @@ def hwe_exact(n_hom_ref: int, n_het: int, n_hom_alt: int) -> float:
     that is no more likely than the observed one, given the number of samples and the minor
     allele count. A site with no diploid calls, or a monomorphic one, gives 1.0.
     """
-    for name, value in (("n_hom_ref", n_hom_ref), ("n_het", n_het), ("n_hom_alt", n_hom_alt)):
-        if value < 0:
-            raise ValueError(f"hwe_exact: {name} must be >= 0, got {value}")
     return float(hwe_exact_many([n_hom_ref], [n_het], [n_hom_alt])[0])
 
 

@@ -1816,6 +1816,15 @@ def _site_columns(
     return out
 
 
+def _name_runs(column: pa.DictionaryArray) -> list[tuple[str, int, int]]:
+    """(value, first, end) of each run of one value in a dictionary-encoded string column of
+    one record batch, found from its indices (no Python string per row)."""
+    idx = column.indices.to_numpy()
+    names = column.dictionary.to_pylist()
+    bounds = [0, *(np.flatnonzero(idx[1:] != idx[:-1]) + 1).tolist(), len(idx)]
+    return [(names[idx[lo]], lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def _sample_runs(pf: pq.ParquetFile, path: Path, n_sites: int) -> list[tuple[str, int, int]]:
     """(sample, first row, first site) of every run of one sample's rows in a genotypes file.
 
@@ -1827,14 +1836,9 @@ def _sample_runs(pf: pq.ParquetFile, path: Path, n_sites: int) -> list[tuple[str
     offset = 0
     last = None
     for rb in pf.iter_batches(batch_size=1 << 16, columns=["sample"], use_threads=False):
-        smp = rb.column(0)
-        idx = smp.indices.to_numpy()
-        names = smp.dictionary.to_pylist()
-        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-        for at in starts.tolist():
-            name = names[idx[at]]
+        for name, lo, _ in _name_runs(rb.column(0)):
             if name != last:
-                runs.append((name, offset + at))
+                runs.append((name, offset + lo))
                 last = name
         offset += rb.num_rows
     samples = len({name for name, _ in runs})
@@ -1957,7 +1961,6 @@ def _prior_kinship(store: Path, samples: Sequence[str]) -> tuple[pa.Table, Kinsh
     try:
         prior = KinshipSummary(
             n_samples=int(kv["kinship_samples"]),
-            n_sites=int(kv["kinship_sites"]),
             pairs_compared=int(kv["kinship_pairs_compared"]),
             pairs_stored=int(kv["kinship_pairs_stored"]),
             pairs_undetermined=int(kv["kinship_pairs_undetermined"]),
@@ -2529,13 +2532,8 @@ def _blocks_by_sample(path: Path) -> Iterator[tuple[str, pa.Table]]:
     for rb in pf.iter_batches(
         batch_size=1 << 16, columns=["sample", *BLOCKS_SCHEMA.names], use_threads=False
     ):
-        smp = rb.column(0)
-        idx = smp.indices.to_numpy()
-        names = smp.dictionary.to_pylist()
         t = pa.Table.from_batches([rb]).drop_columns(["sample"]).cast(BLOCKS_SCHEMA)
-        bounds = [0, *(np.flatnonzero(idx[1:] != idx[:-1]) + 1).tolist(), len(idx)]
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            name = names[idx[lo]]
+        for name, lo, hi in _name_runs(rb.column(0)):
             if name != current and current is not None:
                 yield current, pa.concat_tables(parts)
                 parts = []
