@@ -32,6 +32,8 @@ Definitions (the JSON is read by people deciding on patient samples, so they are
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ import re
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -252,38 +255,40 @@ def write_territory_bed(territory: dict[str, list[tuple[int, int]]], path: Path)
 
 
 def depth_histograms(
-    depth_file: Path, territory: dict[str, list[tuple[int, int]]]
+    depth: Path | io.BufferedReader, territory: dict[str, list[tuple[int, int]]]
 ) -> CoverageResult:
     """Histograms from ``samtools depth`` output (contig, pos1, depth; covered positions only).
 
-    Positions not listed are depth 0: each contig's zero bin is its territory size minus the
-    listed positions. The file is streamed in batches (pyarrow), so memory stays flat; the
-    loop runs over batches and contig runs, never over reads or positions.
+    ``depth`` is a file or a buffered binary stream (the pipe from the depth pass). Positions
+    not listed are depth 0: each contig's zero bin is its territory size minus the listed
+    positions. The text is read in blocks (pyarrow), so memory stays flat; the loop runs over
+    blocks and contig runs, never over reads or positions.
     """
     sizes = {c: sum(e - s for s, e in iv) for c, iv in territory.items()}
     hists: dict[str, np.ndarray] = {c: np.zeros(1, dtype=np.int64) for c in territory}
-    if Path(depth_file).stat().st_size:
-        reader = pacsv.open_csv(
-            depth_file,
-            read_options=pacsv.ReadOptions(column_names=["contig", "pos1", "depth"]),
-            parse_options=pacsv.ParseOptions(delimiter="\t"),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"contig": pa.string(), "pos1": pa.int64(), "depth": pa.int64()},
-                include_columns=["contig", "depth"],
-            ),
-        )
-        for batch in reader:
-            contigs = batch.column(0).dictionary_encode()
-            codes = contigs.indices.to_numpy(zero_copy_only=False)
-            names = contigs.dictionary.to_pylist()
-            depth = batch.column(1).to_numpy(zero_copy_only=False)
-            # samtools depth writes contig by contig: each batch holds a few contiguous runs
-            starts = np.flatnonzero(np.diff(codes, prepend=-1))
-            ends = np.append(starts[1:], len(codes))
-            for s, e in zip(starts, ends, strict=True):
-                name = names[codes[s]]
-                if name in hists:
-                    hists[name] = _merge(hists[name], np.bincount(depth[s:e]))
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(depth, "rb")) if isinstance(depth, (str, Path)) else depth
+        if stream.peek(1):  # pyarrow refuses an empty input; no line means no covered base
+            for batch in pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=["contig", "pos1", "depth"]),
+                parse_options=pacsv.ParseOptions(delimiter="\t"),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"contig": pa.string(), "pos1": pa.int64(), "depth": pa.int64()},
+                    include_columns=["contig", "depth"],
+                ),
+            ):
+                contigs = batch.column(0).dictionary_encode()
+                codes = contigs.indices.to_numpy(zero_copy_only=False)
+                names = contigs.dictionary.to_pylist()
+                depths = batch.column(1).to_numpy(zero_copy_only=False)
+                # samtools depth writes contig by contig: each block holds a few contiguous runs
+                starts = np.flatnonzero(np.diff(codes, prepend=-1))
+                ends = np.append(starts[1:], len(codes))
+                for s, e in zip(starts, ends, strict=True):
+                    name = names[codes[s]]
+                    if name in hists:
+                        hists[name] = _merge(hists[name], np.bincount(depths[s:e]))
     total = np.zeros(1, dtype=np.int64)
     contig_sum: dict[str, int] = {}
     for contig, hist in hists.items():
@@ -301,17 +306,42 @@ def compute_coverage(
 ) -> CoverageResult:
     """Depth histograms of ``bam`` over ``territory`` (0-based half-open intervals per contig).
 
-    Runs ``samtools depth -s`` in-process (mates' overlap counted once, flags 0x4/0x100/0x200/
-    0x400 excluded, no base or mapping quality limit, deletions not counted) into a file in
-    ``workdir`` and reads it back with :func:`depth_histograms`.
+    ``samtools depth -s`` (mates' overlap counted once, flags 0x4/0x100/0x200/0x400 excluded,
+    no base or mapping quality limit, deletions not counted) runs in a forked child and writes
+    into a pipe that this process reads into histograms (:func:`depth_histograms`) as it comes:
+    no per-base file is written, which for a 30x genome would be about 50 GB of text. (pysam
+    keeps the GIL while samtools runs, so a thread could not read the pipe.) Only the
+    territory BED goes to ``workdir``.
     """
-    bed, depth = Path(workdir) / "territory.bed", Path(workdir) / "depth.tsv"
+    bed = Path(workdir) / "territory.bed"
     write_territory_bed(territory, bed)
-    samtools(
-        ["depth", "-s", "-b", bed, "--reference", reference, "-o", depth, bam],
-        f"coverage of {bam}",
-    )
-    return depth_histograms(depth, territory)
+    read_fd, write_fd = os.pipe()
+    args: list[str | Path] = [
+        "depth",
+        "-s",
+        "-b",
+        bed,
+        "--reference",
+        reference,
+        "-o",
+        f"/dev/fd/{write_fd}",
+        bam,
+    ]
+    try:
+        pid, status_fd = _in_child(lambda: samtools(args, f"coverage of {bam}"), close=read_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child's copy is the only one left: its exit ends the stream
+    try:
+        with open(read_fd, "rb") as stream:
+            cov = depth_histograms(stream, territory)
+    except BaseException:
+        _stop_child(pid, status_fd)
+        raise
+    _from_child(pid, status_fd, f"samtools depth of {bam}")
+    return cov
 
 
 def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -472,11 +502,13 @@ def _other_passes(
     return flagstat_text, idxstats_text, cov
 
 
-def _stats_in_child(bam: Path, reference: Path) -> tuple[int, int]:
-    """Fork a child that runs ``samtools stats`` and sends ``(ok, text)`` back through a pipe.
+def _in_child(work: Callable[[], str], close: int | None = None) -> tuple[int, int]:
+    """Fork a child that runs ``work()`` and sends ``(ok, text)`` back through a pipe.
 
-    Returns ``(pid, read_fd)``. A plain fork and pipe rather than a process pool: the pool's
-    start-up, feeder thread and shutdown cost 10-20 ms of a QC that is itself about 0.5 s.
+    Returns ``(pid, read_fd)`` for :func:`_from_child`. The child first closes ``close`` (its
+    copy of a descriptor only the parent should hold). A plain fork and pipe rather than a
+    process pool: the pool's start-up, feeder thread and shutdown cost 10-20 ms of a QC that is
+    itself about 0.5 s.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -484,8 +516,10 @@ def _stats_in_child(bam: Path, reference: Path) -> tuple[int, int]:
         code = 0
         try:
             os.close(read_fd)
+            if close is not None:
+                os.close(close)
             try:
-                payload: tuple[bool, str] = (True, _samtools_stats(bam, reference))
+                payload: tuple[bool, str] = (True, work())
             except CohortflowError as exc:
                 payload, code = (False, str(exc)), 1
             with os.fdopen(write_fd, "wb") as fh:
@@ -498,8 +532,8 @@ def _stats_in_child(bam: Path, reference: Path) -> tuple[int, int]:
     return pid, read_fd
 
 
-def _stats_from_child(pid: int, read_fd: int, bam: Path) -> str:
-    """The stats text the child of :func:`_stats_in_child` sent; CohortflowError if it failed."""
+def _from_child(pid: int, read_fd: int, what: str) -> str:
+    """The text the child of :func:`_in_child` sent; CohortflowError if it failed or died."""
     with os.fdopen(read_fd, "rb") as fh:
         data = fh.read()
     _, status = os.waitpid(pid, 0)
@@ -512,7 +546,14 @@ def _stats_from_child(pid: int, read_fd: int, bam: Path) -> str:
         cause = f"killed by signal {os.WTERMSIG(status)}"
     else:
         cause = f"exit code {os.waitstatus_to_exitcode(status)}"
-    raise CohortflowError(f"samtools stats of {bam}: the worker process failed ({cause})")
+    raise CohortflowError(f"{what}: the worker process failed ({cause})")
+
+
+def _stop_child(pid: int, read_fd: int) -> None:
+    """Kill the child of :func:`_in_child` (an error elsewhere is the one to report)."""
+    os.kill(pid, signal.SIGKILL)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
 
 
 def run_passes(
@@ -528,16 +569,14 @@ def run_passes(
     if threads < 2:
         stats_text = _samtools_stats(bam, reference)
         return (stats_text, *_other_passes(bam, reference, targets_bed, workdir))
-    pid, read_fd = _stats_in_child(bam, reference)
+    pid, read_fd = _in_child(lambda: _samtools_stats(bam, reference))
     try:
         others = _other_passes(bam, reference, targets_bed, workdir)
     except BaseException:
         # this process's error is the one to report: stop the child rather than wait for it
-        os.kill(pid, signal.SIGKILL)
-        os.close(read_fd)
-        os.waitpid(pid, 0)
+        _stop_child(pid, read_fd)
         raise
-    return (_stats_from_child(pid, read_fd, bam), *others)
+    return (_from_child(pid, read_fd, f"samtools stats of {bam}"), *others)
 
 
 def _rounded(x: float | None, digits: int = 6) -> float | None:

@@ -7,6 +7,7 @@ import os
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pysam
@@ -317,6 +318,76 @@ def test_n_free_territory_and_depth_histograms(tmp_path: Path) -> None:
     empty = tmp_path / "e.tsv"
     empty.write_text("")
     assert depth_histograms(empty, territory).hist.tolist() == [10]
+
+
+def test_coverage_streams_the_depth_pass_without_a_per_base_file(
+    tiny_bam: dict, tmp_path: Path
+) -> None:
+    """samtools depth writes into a pipe read as it comes: the histograms equal those of its
+    output written to a file, and only the territory BED is left in the work folder."""
+    from cohortflow.qc import compute_coverage, depth_histograms, n_free_intervals
+
+    with pysam.FastaFile(str(tiny_bam["ref"])) as fasta:
+        territory = n_free_intervals(fasta)
+    work = tmp_path / "work"
+    work.mkdir()
+    cov = compute_coverage(tiny_bam["bam"], tiny_bam["ref"], territory, work)
+    assert [p.name for p in work.iterdir()] == ["territory.bed"]
+    text = tmp_path / "depth.tsv"
+    pysam.samtools.depth("-s", "-b", str(work / "territory.bed"), "-o", str(text),
+                         str(tiny_bam["bam"]), catch_stdout=False)  # fmt: skip
+    direct = depth_histograms(text, territory)
+    assert cov.hist.tolist() == direct.hist.tolist()
+    assert cov.contig_sum == direct.contig_sum == {"ctg1": 450, "ctg2": 0}
+    assert cov.contig_bases == {"ctg1": 900, "ctg2": 200}
+
+
+def test_coverage_failures_stop_the_depth_child(
+    tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing depth pass is the error reported; a failing reader kills the child at once
+    (no zombie left) rather than waiting for it."""
+    import time
+
+    import cohortflow.qc as qc
+
+    with pysam.FastaFile(str(tiny_bam["ref"])) as fasta:
+        territory = qc.n_free_intervals(fasta)
+    real = qc.samtools
+
+    def fails(args: list, what: str) -> str:
+        raise CohortflowError(f"{what}: truncated file")
+
+    monkeypatch.setattr(qc, "samtools", fails)
+    with pytest.raises(CohortflowError, match=r"coverage of .*: truncated file"):
+        qc.compute_coverage(tiny_bam["bam"], tiny_bam["ref"], territory, tmp_path)
+
+    def slow(args: list, what: str) -> str:
+        out = real(args, what)
+        time.sleep(120)
+        return out
+
+    def unreadable(*args: object) -> None:
+        raise CohortflowError("depth output: bad line")
+
+    children: list[int] = []
+    in_child = qc._in_child
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        pid, fd = in_child(*args, **kwargs)
+        children.append(pid)
+        return pid, fd
+
+    monkeypatch.setattr(qc, "samtools", slow)
+    monkeypatch.setattr(qc, "depth_histograms", unreadable)
+    monkeypatch.setattr(qc, "_in_child", recorded)
+    start = time.monotonic()
+    with pytest.raises(CohortflowError, match="bad line"):
+        qc.compute_coverage(tiny_bam["bam"], tiny_bam["ref"], territory, tmp_path)
+    assert time.monotonic() - start < 60
+    assert len(children) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(children[0], os.WNOHANG)  # killed and reaped
 
 
 def test_two_threads_give_the_same_files_and_cram_input(tiny_bam: dict, tmp_path: Path) -> None:
