@@ -231,19 +231,33 @@ def read_bed(path: Path, contig_lengths: dict[str, int]) -> dict[str, list[tuple
 # ---------------------------------------------------------------- coverage
 
 
-def n_free_intervals(fasta: pysam.FastaFile) -> dict[str, list[tuple[int, int]]]:
+_FASTA_CHUNK = 1 << 22  # bases of the reference read at a time by n_free_intervals
+
+
+def n_free_intervals(
+    fasta: pysam.FastaFile, chunk: int = _FASTA_CHUNK
+) -> dict[str, list[tuple[int, int]]]:
     """``[start0, end0)`` runs of non-N bases per contig (reference order): the default territory.
 
-    Contigs made only of N get no entry. Scans each contig once with numpy.
+    Contigs made only of N get no entry. Each contig is read ``chunk`` bases at a time (a run
+    that crosses a chunk boundary is joined), so memory does not grow with the contig: reading
+    a whole 250 Mb chromosome at once would take about 1 GB.
     """
     out: dict[str, list[tuple[int, int]]] = {}
-    for contig in fasta.references:
-        seq = np.frombuffer(fasta.fetch(contig).encode("ascii"), dtype=np.uint8)
-        called = (seq != ord("N")) & (seq != ord("n"))
-        if not called.any():
-            continue
-        edges = np.flatnonzero(np.diff(np.concatenate(([False], called, [False])).astype(np.int8)))
-        out[contig] = [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2], strict=True)]
+    for contig, length in zip(fasta.references, fasta.lengths, strict=True):
+        runs: list[tuple[int, int]] = []
+        for offset in range(0, length, chunk):
+            text = fasta.fetch(contig, offset, min(length, offset + chunk))
+            seq = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+            called = np.concatenate(([False], (seq != ord("N")) & (seq != ord("n")), [False]))
+            edges = np.flatnonzero(np.diff(called.astype(np.int8))) + offset
+            for s, e in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+                if runs and runs[-1][1] == s:
+                    runs[-1] = (runs[-1][0], e)
+                else:
+                    runs.append((s, e))
+        if runs:
+            out[contig] = runs
     return out
 
 

@@ -308,6 +308,9 @@ def test_n_free_territory_and_depth_histograms(tmp_path: Path) -> None:
     with pysam.FastaFile(str(fa)) as f:
         territory = n_free_intervals(f)
     assert territory == {"a": [(2, 6), (8, 10)], "c": [(0, 4)]}
+    with pysam.FastaFile(str(fa)) as f:  # read in chunks: runs across chunk edges are joined
+        for chunk in range(1, 12):
+            assert n_free_intervals(f, chunk) == territory, chunk
     depth = tmp_path / "d.tsv"
     depth.write_text("a\t3\t2\na\t4\t2\na\t9\t5\nc\t1\t1\n")
     cov = depth_histograms(depth, territory)
