@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -23,16 +24,22 @@ class Scale:
     cpus: int = 1
 
 
-# Inputs of align_reads include the reference: minimap2's short-read index takes about
-# 3-4 bytes per reference base (about 8 GB for GRCh38) plus read batches.
+# Aligners and their index builders: memory follows the reference (its bases, in units of
+# 2^20, from the .fai: the compression of the FASTA does not matter), time follows the reads
+# (their MB) or, for an index, the reference. minimap2's short-read index takes about 3-4
+# bytes per reference base (about 8 GB for GRCh38) plus read batches; bwa's index is ~1.5
+# bytes/base (5.4 GB for GRCh38), bwa-mem2's ~5 bytes/base, and building bwa-mem2's takes
+# about 28 bytes/base.
 SCALES: dict[str, Scale] = {
     "align_reads": Scale(base_mb=2000, mb_per_input_mb=3.0, base_min=30, min_per_gb=40.0, cpus=8),
-    # bwa's index is ~1.5 bytes/base (5.4 GB for GRCh38), bwa-mem2's ~5 bytes/base
     "bwa_mem": Scale(base_mb=2000, mb_per_input_mb=1.5, base_min=30, min_per_gb=40.0, cpus=8),
     "bwa_mem2_mem": Scale(base_mb=4000, mb_per_input_mb=5.0, base_min=30, min_per_gb=25.0, cpus=8),
     "minimap2_align": Scale(
         base_mb=2000, mb_per_input_mb=3.0, base_min=30, min_per_gb=30.0, cpus=8
     ),
+    "bwa_index": Scale(base_mb=2000, mb_per_input_mb=2.0, base_min=20, min_per_gb=30.0),
+    "bwa_mem2_index": Scale(base_mb=4000, mb_per_input_mb=28.0, base_min=20, min_per_gb=60.0),
+    "minimap2_index": Scale(base_mb=2000, mb_per_input_mb=3.0, base_min=10, min_per_gb=5.0),
     "merge_units": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=20, min_per_gb=8.0, cpus=2),
     "qc_alignment": Scale(base_mb=1500, mb_per_input_mb=0.1, base_min=15, min_per_gb=6.0),
     "call_variants": Scale(base_mb=1500, mb_per_input_mb=0.1, base_min=30, min_per_gb=30.0),
@@ -50,6 +57,21 @@ SCALES: dict[str, Scale] = {
     "report_cohort": Scale(base_mb=2000, mb_per_input_mb=0.0, base_min=10, min_per_gb=0.0),
 }
 DEFAULT = Scale(base_mb=2000, mb_per_input_mb=0.5, base_min=30, min_per_gb=10.0)
+
+
+def fasta_mb(fasta: str | Path) -> float:
+    """The bases of ``fasta`` in units of 2^20, from its ``.fai`` (0 when there is none yet:
+    preflight refuses a run without it, so only a dry run or a test sees that)."""
+    try:
+        text = Path(f"{fasta}.fai").read_text()
+    except OSError:
+        return 0.0
+    total = 0
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) > 1 and fields[1].isdigit():
+            total += int(fields[1])
+    return total / 2**20
 
 
 def mem_mb(rule: str, input_mb: float, attempt: int = 1) -> int:

@@ -96,6 +96,52 @@ def test_dry_run_fastq_only(tmp_path: Path) -> None:
     assert "extract_gvcf_variants" not in counts
 
 
+def _resources(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    """rule -> its jobs' resources as printed by a dry run (the last job of each rule)."""
+    rules: dict[str, dict[str, str]] = {}
+    rule = ""
+    for line in out.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule:
+            pairs = line.split(":", 1)[1].split(", ")
+            rules[rule] = dict(p.strip().split("=", 1) for p in pairs if "=" in p)
+    return rules
+
+
+def test_cluster_requests_follow_the_reference_for_memory_and_the_reads_for_time(
+    tmp_path: Path,
+) -> None:
+    """A 30x genome's 60 GB of FASTQ lengthens an aligner's wall time, not its memory: that
+    follows the index, i.e. the reference's 3.1 Gb (from its .fai); index builders get theirs
+    from the reference too."""
+    from cohortflow.resources import mem_mb, runtime_min
+
+    units = "sample\tunit\tfq1\tfq2\nA\tlane1\ta_R1.fq.gz\ta_R2.fq.gz\n"
+    project = _project(tmp_path, units)
+    (project / "samples.tsv").write_text("sample\tsex\tbatch\nA\tfemale\tb1\n")
+    (project / "ref.fa.fai").write_text("chr1\t3100000000\t6\t60\t61\n")
+    genome = 3_100_000_000 / 2**20
+    requests = {}
+    for fastq_gb in (0, 60):
+        with open(project / "a_R1.fq.gz", "r+b") as fh:
+            fh.truncate(fastq_gb * 2**30 or 1)  # sparse: no disk used
+        out = _snakemake(project, "-n", "--cores", "2")
+        assert out.returncode == 0, out.stderr + out.stdout
+        requests[fastq_gb] = _resources(out)["align_reads"]
+    assert requests[0]["mem_mb"] == requests[60]["mem_mb"] == str(mem_mb("align_reads", genome))
+    assert requests[60]["mem_mb"] == "10900"  # it was 2000 + 3 MB per MB of input: 186 GB
+    assert requests[60]["runtime"] == str(runtime_min("align_reads", 60 * 1024 + 1 / 2**20))
+    assert int(requests[60]["runtime"]) > 40 * 60 > int(requests[0]["runtime"])
+    with open(project / "config.yaml", "a") as fh:
+        fh.write("align: {aligner: bwa}\n")
+    bwa = _resources(_snakemake(project, "-n", "--cores", "2"))
+    assert bwa["bwa_index"]["mem_mb"] == str(mem_mb("bwa_index", genome)) == "8000"
+    assert bwa["bwa_mem"]["mem_mb"] == str(mem_mb("bwa_mem", genome)) == "6500"
+    # the index files are inputs of bwa_mem but its time follows the reads alone
+    assert bwa["bwa_mem"]["runtime"] == requests[60]["runtime"]
+
+
 def test_bad_sheet_stops_before_any_job(tmp_path: Path) -> None:
     project = _project(tmp_path, ALL_KINDS)
     (project / "samples.tsv").write_text("sample\nA\n$(id)\n")

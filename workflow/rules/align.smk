@@ -87,8 +87,8 @@ if ALIGNER == "embedded":
             markdup=config["align"]["markdup"],
         threads: 2
         resources:
-            mem_mb=mem_for("align_reads"),
-            runtime=runtime_for("align_reads"),
+            mem_mb=reference_mem_for("align_reads"),
+            runtime=runtime_for("align_reads", only=("fq1", "fq2")),
         conda:
             "../../envs/cohortflow.yaml"
         script:
@@ -105,6 +105,9 @@ else:
             "logs/bwa_index/bwa_index.log",
         benchmark:
             "benchmarks/bwa_index/bwa_index.tsv"
+        resources:
+            mem_mb=reference_mem_for("bwa_index"),
+            runtime=reference_runtime_for("bwa_index"),
         params:
             prefix=lambda wc, output: output[0].removesuffix(".amb"),
         conda:
@@ -121,6 +124,9 @@ else:
             "logs/bwa_mem2_index/bwa_mem2_index.log",
         benchmark:
             "benchmarks/bwa_mem2_index/bwa_mem2_index.tsv"
+        resources:
+            mem_mb=reference_mem_for("bwa_mem2_index"),
+            runtime=reference_runtime_for("bwa_mem2_index"),
         params:
             prefix=lambda wc, output: output[0].removesuffix(".0123"),
         conda:
@@ -137,6 +143,9 @@ else:
             "logs/minimap2_index/minimap2_index.log",
         benchmark:
             "benchmarks/minimap2_index/minimap2_index.tsv"
+        resources:
+            mem_mb=reference_mem_for("minimap2_index"),
+            runtime=reference_runtime_for("minimap2_index"),
         conda:
             "../../envs/minimap2.yaml"
         shell:
@@ -163,8 +172,8 @@ else:
                 tmp=lambda wc, output: f"{output.bam}.sorttmp",
             threads: 2
             resources:
-                mem_mb=mem_for("bwa_mem"),
-                runtime=runtime_for("bwa_mem"),
+                mem_mb=reference_mem_for("bwa_mem"),
+                runtime=runtime_for("bwa_mem", only=("fq1", "fq2")),
             conda:
                 "../../envs/bwa.yaml"
             shell:
@@ -193,8 +202,8 @@ else:
                 tmp=lambda wc, output: f"{output.bam}.sorttmp",
             threads: 2
             resources:
-                mem_mb=mem_for("bwa_mem2_mem"),
-                runtime=runtime_for("bwa_mem2_mem"),
+                mem_mb=reference_mem_for("bwa_mem2_mem"),
+                runtime=runtime_for("bwa_mem2_mem", only=("fq1", "fq2")),
             conda:
                 "../../envs/bwa-mem2.yaml"
             shell:
@@ -221,8 +230,8 @@ else:
                 tmp=lambda wc, output: f"{output.bam}.sorttmp",
             threads: 2
             resources:
-                mem_mb=mem_for("minimap2_align"),
-                runtime=runtime_for("minimap2_align"),
+                mem_mb=reference_mem_for("minimap2_align"),
+                runtime=runtime_for("minimap2_align", only=("fq1", "fq2")),
             conda:
                 "../../envs/minimap2.yaml"
             shell:

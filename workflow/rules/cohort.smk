@@ -11,6 +11,9 @@ rule aggregate_cohort:
         f"logs/aggregate_cohort/{BATCH}.log",
     benchmark:
         f"benchmarks/aggregate_cohort/{BATCH}.tsv"
+    resources:
+        mem_mb=mem_for("aggregate_cohort"),
+        runtime=runtime_for("aggregate_cohort"),
     params:
         store=lambda wc, output: layout.store_of_marker(output.marker),
         batch=BATCH,

@@ -53,9 +53,37 @@ def mem_for(rule):
     return lambda wc, input, attempt: RES.mem_mb(rule, input.size_mb, attempt)
 
 
-def runtime_for(rule):
-    """Cluster wall-time request (minutes) growing with the job's input size."""
-    return lambda wc, input, attempt: RES.runtime_min(rule, input.size_mb, attempt)
+def runtime_for(rule, only=None):
+    """Cluster wall-time request (minutes) growing with the job's input size, or with the size
+    of its inputs named in ``only`` (an aligner's reads, not its index)."""
+    if only is None:
+        return lambda wc, input, attempt: RES.runtime_min(rule, input.size_mb, attempt)
+    return lambda wc, input, attempt: RES.runtime_min(rule, named_size_mb(input, only), attempt)
+
+
+def named_size_mb(input, names):
+    """Size (MB) of the inputs called ``names``, measured the way Snakemake measures
+    ``input.size_mb`` (so a job whose inputs do not exist yet gets its request later)."""
+    files = []
+    for name in names:
+        item = getattr(input, name)
+        files.extend([item] if isinstance(item, str) else item)
+    return type(input)(toclone=files).size_mb
+
+
+# Aligners hold an index of the reference: their memory follows the reference's bases (from
+# its .fai), not the size of the reads or of the (maybe compressed) FASTA.
+REFERENCE_MB = RES.fasta_mb(REFERENCE)
+
+
+def reference_mem_for(rule):
+    """Cluster memory request (MB) of an aligner or index builder: grows with the reference."""
+    return lambda wc, attempt: RES.mem_mb(rule, REFERENCE_MB, attempt)
+
+
+def reference_runtime_for(rule):
+    """Cluster wall-time request (minutes) of an index builder: grows with the reference."""
+    return lambda wc, attempt: RES.runtime_min(rule, REFERENCE_MB, attempt)
 
 
 def shard_runtime_for(name):
