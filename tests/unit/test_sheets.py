@@ -209,3 +209,34 @@ def test_entry_points_choose_the_right_files(run_dir: Path) -> None:
     assert plan.sample_regex("fastq", "bam") == "A"
     with pytest.raises(CohortflowError, match="has no reads"):
         plan["B"].bam()
+
+
+def test_units_and_samples_are_found_by_name() -> None:
+    from cohortflow.sheets import RunConfig, Sample, Unit
+
+    samples = (Sample("A"), Sample("B", "male"), Sample("A", "female"))
+    units = (
+        Unit("B", "l1", "bam", path=Path("b.bam")),
+        Unit("A", "l2", "fastq", Path("a2_1.fq"), Path("a2_2.fq")),
+        Unit("A", "l1", "fastq", Path("a1_1.fq"), Path("a1_2.fq")),
+    )
+    run = RunConfig({}, samples, units, Path("."), Path("ref.fa"))
+    assert [u.unit for u in run.units_of("A")] == ["l2", "l1"]  # sheet order
+    assert run.units_of("B") == [units[0]] and run.units_of("C") == []
+    run.units_of("A").clear()  # a copy: the index is not changed by the caller
+    assert len(run.units_of("A")) == 2
+    assert run.sample("A") is samples[0] and run.sample("B").sex == "male"
+    with pytest.raises(KeyError, match="C"):
+        run.sample("C")
+
+
+def test_a_long_list_of_problems_is_cut_in_the_message() -> None:
+    problems = [f"units.tsv: row {i}: file not found: x{i}.fq.gz" for i in range(2, 122)]
+    exc = SheetErrors(problems)
+    lines = str(exc).splitlines()
+    assert lines[0] == "120 problems in the configuration or sheets:"
+    assert lines[1] == "  - units.tsv: row 2: file not found: x2.fq.gz"
+    assert lines[50] == "  - units.tsv: row 51: file not found: x51.fq.gz"
+    assert lines[51:] == ["  ... and 70 more"]
+    assert exc.problems == problems
+    assert str(SheetErrors(problems[:50])).splitlines()[-1].endswith("x51.fq.gz")
