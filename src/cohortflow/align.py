@@ -24,8 +24,6 @@ in the SAM text handed to pysam. Conventions chosen here (documented for reviewe
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -38,7 +36,7 @@ import mappy
 import pysam
 
 from cohortflow import __version__
-from cohortflow.atomic import atomic_outputs
+from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
 from cohortflow.fastq import FastqRecord, read_pairs
 from cohortflow.tools import samtools
@@ -565,8 +563,7 @@ def align_sample(
     extra = str(threads - 1)
     bai = Path(f"{out_bam}.crai" if cram else f"{out_bam}.bai")
     with atomic_outputs(out_bam, bai) as (tmp_out, tmp_bai):
-        workdir = Path(tempfile.mkdtemp(prefix=f".tmp.{out_bam.name}.", dir=out_bam.parent))
-        try:
+        with scratch_dir(out_bam, "align") as workdir:
             unsorted = workdir / "unsorted.bam"
             log.info("%s: aligning %d unit(s) with %d thread(s)", sample, len(units), threads)
             counts = _write_unsorted(sample, units, mapper, header, unsorted, threads)
@@ -597,8 +594,6 @@ def align_sample(
                     f"writing CRAM {out_bam}",
                 )  # fmt: skip
             samtools(["index", "-@", extra, tmp_out, tmp_bai], f"indexing {out_bam}")
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
     del counts["max_read_length"]
     log.info(
         "%s: %d pairs, %d/%d reads mapped, %d duplicates -> %s",

@@ -14,13 +14,11 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pysam
 
-from cohortflow.atomic import atomic_outputs
+from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
 from cohortflow.tools import samtools
 
@@ -246,8 +244,7 @@ def extract_read_pairs(
     source = Path(source)
     check_alignment(source, reference, sample)
     extra = str(max(1, threads) - 1)
-    workdir = Path(tempfile.mkdtemp(prefix=".tmp.extract.", dir=Path(out_fq1).parent))
-    try:
+    with scratch_dir(out_fq1, "extract") as workdir:
         collated = workdir / "collated.bam"
         samtools(
             ["collate", "-@", extra, "-u", "--reference", reference, "-o", collated, source,
@@ -267,8 +264,6 @@ def extract_read_pairs(
             pairs = _count_fastq(t1)
             if pairs == 0:
                 raise CohortflowError(f"{source}: no read pairs to realign; check the file")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     log.info("%s: %d pairs extracted for realignment", source, pairs)
     return pairs
 

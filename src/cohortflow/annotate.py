@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import struct
-import tempfile
 import types
 import zlib
 from collections import Counter, deque
@@ -37,7 +36,7 @@ import pyarrow.csv as pacsv
 import pysam
 
 from cohortflow import vcfinfo
-from cohortflow.atomic import atomic_output, atomic_outputs
+from cohortflow.atomic import atomic_output, atomic_outputs, scratch_dir
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
 from cohortflow.kb import KnowledgeBase, load_kb, percent_decode
@@ -1639,7 +1638,7 @@ def annotate_vcf(
     with (
         ThreadPoolExecutor(max_workers=1) as kb_loader,
         pysam.FastaFile(str(reference)) as fasta,
-        tempfile.TemporaryDirectory(dir=out_vcf.parent, prefix=".tmp.annotate.") as tmp_text,
+        scratch_dir(out_vcf, "annotate") as tmp_text,
     ):
         # the KB loads (Parquet decoding, mostly without the GIL) while the VCF is opened
         loading = kb_loader.submit(_load_kb_tables, kb_dir, reference, ref_lengths)

@@ -59,6 +59,30 @@ def atomic_output(path: Path | str, rows: int | None = None) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+WORK_SUFFIX = ".work-"
+
+
+@contextlib.contextmanager
+def scratch_dir(output: Path | str, label: str) -> Iterator[Path]:
+    """A work folder for the job that writes ``output``, removed when the block ends.
+
+    It is ``.tmp.{pid}.{name}.work-{label}`` beside ``output``. A job killed outright (a
+    cluster's out-of-memory or time-limit kill) cannot remove it, and a whole genome's
+    intermediates are hundreds of GB: the next job that writes ``output`` removes it, as it
+    does the dead job's temporaries (:func:`remove_stale_temporaries`).
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
+    path = output.with_name(f".tmp.{os.getpid()}.{output.name}{WORK_SUFFIX}{label}")
+    _remove(path)
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        _remove(path)
+
+
 @contextlib.contextmanager
 def atomic_outputs(*paths: Path | str) -> Iterator[list[Path]]:
     """Like :func:`atomic_output` for several files that belong together (a VCF and its index).
@@ -193,21 +217,26 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove temporaries of ``path`` left by processes that died (a killed run).
 
     In: an output path about to be written. Out: the removed ``.tmp.{pid}.{name}`` siblings
-    whose pid no longer runs on this host; those of live processes are left alone.
+    and ``.tmp.{pid}.{name}.work-*`` work folders (:func:`scratch_dir`) whose pid no longer
+    runs on this host; those of live processes are left alone.
     """
     path = Path(path)
     removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
-    for sibling in path.parent.glob(f".tmp.*.{glob_escape(path.name)}"):
-        m = _TMP_RE.match(sibling.name)
-        if not m or m.group(2) != path.name or int(m.group(1)) == os.getpid():
-            continue
-        if _pid_alive(int(m.group(1))):
-            continue
-        log.warning("removing %s, left by a process that did not finish", sibling)
-        _remove(sibling)
-        removed.append(sibling)
+    name = glob_escape(path.name)
+    for pattern in (f".tmp.*.{name}", f".tmp.*.{name}{WORK_SUFFIX}*"):
+        for sibling in sorted(path.parent.glob(pattern)):
+            m = _TMP_RE.match(sibling.name)
+            if not m or int(m.group(1)) == os.getpid():
+                continue
+            if m.group(2) != path.name and not m.group(2).startswith(path.name + WORK_SUFFIX):
+                continue
+            if _pid_alive(int(m.group(1))):
+                continue
+            log.warning("removing %s, left by a process that did not finish", sibling)
+            _remove(sibling)
+            removed.append(sibling)
     return removed
 
 

@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import pysam
 from pysam.version import __bcftools_version__ as _BCFTOOLS_VERSION
 
-from cohortflow.atomic import atomic_outputs
+from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.callers import CallerSpec, GvcfJob, get_caller, shown
 from cohortflow.callers.gvcf import DepthCounter, prepare_header, repair_gvcf
 from cohortflow.errors import CohortflowError
@@ -229,7 +228,7 @@ def call_sample(
     out_gvcf, out_vcf = Path(out_gvcf), Path(out_vcf)
     spec, sm = _check_inputs(bam, reference, sample, caller)
     out_gvcf.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp.call.", dir=out_gvcf.parent) as tmp_name:
+    with scratch_dir(out_gvcf, "call") as tmp_name:
         call_bcf = Path(tmp_name) / "call.bcf"
         if spec is not None:
             shards = calling_shards(reference, 0, targets_bed)
@@ -275,7 +274,7 @@ def call_shard(
     shard = _planned_shards(reference, scatter_bp, targets_bed, n_shards)[shard_index]
     out_part.parent.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(prefix=".tmp.shard.", dir=out_part.parent) as tmp_name,
+        scratch_dir(out_part, "shard") as tmp_name,
         atomic_outputs(out_part, f"{out_part}.csi") as (tmp_out, tmp_csi),
     ):
         tmp = Path(tmp_name)
@@ -326,7 +325,7 @@ def gather_calls(
     spec, sm = _check_inputs(bam, reference, sample, caller)
     shards = _planned_shards(reference, scatter_bp, targets_bed, len(parts))
     out_gvcf.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp.gather.", dir=out_gvcf.parent) as tmp_name:
+    with scratch_dir(out_gvcf, "gather") as tmp_name:
         call_bcf = Path(tmp_name) / "call.bcf"
         if spec is None:
             gather_shards(parts, boundaries(shards), call_bcf)
@@ -878,7 +877,7 @@ def variants_from_gvcf(gvcf: Path, reference: Path, sample: str, out_vcf: Path) 
     what = f"extracting the variants of {sample} from {gvcf}"
     out_vcf.parent.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(prefix=".tmp.extract.", dir=out_vcf.parent) as tmp_name,
+        scratch_dir(out_vcf, "extract") as tmp_name,
         atomic_outputs(out_vcf, f"{out_vcf}.tbi") as (tmp_vcf, tmp_tbi),
     ):
         tmp = Path(tmp_name)

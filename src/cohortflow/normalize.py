@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import pysam
 import pysam.bcftools
 import pysam.utils
 
-from cohortflow.atomic import atomic_outputs
+from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.contigs import map_contigs
 from cohortflow.errors import CohortflowError
 from cohortflow.tools import bcftools
@@ -170,7 +169,7 @@ def normalize_vcf(in_vcf: Path, reference: Path, out_vcf: Path, threads: int = 1
         )
     out_vcf.parent.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(prefix=".tmp.norm.", dir=out_vcf.parent) as tmp,
+        scratch_dir(out_vcf, "norm") as tmp,
         atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, tmp_tbi),
     ):
         norm_sort(in_vcf, reference, Path(tmp), tmp_vcf, "z", threads, f"normalizing {in_vcf}")

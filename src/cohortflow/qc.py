@@ -39,9 +39,7 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import signal
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,7 +56,7 @@ from cohortflow.align_input import (
     find_index,
     parse_idxstats,
 )
-from cohortflow.atomic import atomic_outputs
+from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
 from cohortflow.tools import samtools
 
@@ -625,13 +623,10 @@ def compute_qc(
         )
     _check_inputs(bam, reference)
     out_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".tmp.qc.{sample}.", dir=out_dir))
-    try:
+    with scratch_dir(out_json, "qc") as workdir:
         stats_text, flagstat_text, idxstats_text, cov = run_passes(
             bam, reference, targets_bed, workdir, max(1, threads)
         )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     flags = parse_flagstat(flagstat_text)
     sn, hists = parse_samtools_stats(stats_text)
 

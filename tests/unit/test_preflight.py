@@ -618,6 +618,38 @@ def test_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
     assert live.exists() and other.exists() and not left.exists()
 
 
+def test_work_folders_of_killed_jobs_are_removed_by_the_next_job(tmp_path: Path) -> None:
+    """A job killed outright (SLURM out-of-memory) leaves its work folder; the next job that
+    writes the same output removes it, and its own folder is gone when it ends, even on an
+    error. Live jobs' folders and those of other outputs stay."""
+    from cohortflow.atomic import scratch_dir
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    target = tmp_path / "S.bam"
+    killed = tmp_path / f".tmp.{dead_pid}.S.bam.work-align"
+    (killed / "sort").mkdir(parents=True)
+    (killed / "unsorted.bam").write_text("many GB")
+    live = tmp_path / f".tmp.{os.getppid()}.S.bam.work-align"  # a running process
+    live.mkdir()
+    other = tmp_path / f".tmp.{dead_pid}.S.bam.bai.work-x"  # another output's folder
+    other.mkdir()
+    with scratch_dir(target, "align") as work:
+        assert work == tmp_path / f".tmp.{os.getpid()}.S.bam.work-align" and work.is_dir()
+        assert not killed.exists() and live.exists() and other.exists()
+        (work / "part.bam").write_text("x")
+    assert not work.exists()
+    with pytest.raises(RuntimeError), scratch_dir(target, "align") as work:
+        raise RuntimeError("the aligner failed")
+    assert not work.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
 # --------------------------------------------------------------------------- run folder
 
 
