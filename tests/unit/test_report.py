@@ -483,3 +483,47 @@ def test_small_parsers(tmp_path: Path) -> None:
     rows = dict(kb_sources(kb))
     assert rows["ClinVar source"] == "clinvar.vcf.gz, release 2025-01-02, SHA-256 abababababababab…"
     assert rows["population AF source"] == "not used"
+
+
+def test_summary_counted_in_sql_equals_the_summary_of_every_row(
+    store: Path, tmp_path: Path
+) -> None:
+    """The sample report counts carried alleles in DuckDB; the counts equal those of the
+    row-by-row summary, over SNVs (transitions and transversions), an insertion, a deletion,
+    MNVs, hemizygous, homozygous and heterozygous calls, with and without consequences."""
+    from cohortflow.store import open_store
+
+    extra = write_vcf(
+        tmp_path / "d.vcf.gz",
+        "PATIENT-DELTA",
+        [
+            "chr1 100 A G . 0/1:30:50",
+            "chr1 150 C CTT CONSEQUENCE=frameshift;GENE=G1 1/1:30:50",
+            "chr1 160 AC GT . 0/1:30:50",
+            "chr1 170 ACG TCA CONSEQUENCE=missense;GENE=G1 0/1:30:50",
+            "chr1 400 G T . 0/1:26:55",
+            "chrX 60 C T CONSEQUENCE=synonymous;GENE=XG 1:20:40",
+        ],
+    )
+    aggregate(store, "b3", [SampleInput("PATIENT-DELTA", extra, sex="male")])
+    con = open_store(store)
+    try:
+        for sample in (*SAMPLES, "PATIENT-DELTA"):
+            rows = report._rows(
+                con,
+                """SELECT g.alt_count, g.ploidy, v.* FROM genotypes g
+                   JOIN variants v USING (contig, variant_id)
+                   WHERE g.sample = ? AND g.alt_count >= 1""",
+                [sample],
+            )
+            sql = report.summary_of_groups(report._rows(con, report._SUMMARY_SQL, [sample]))
+            assert sql == variant_summary(rows), sample
+            assert sql["n"] == len(rows) > 0
+        delta = report.summary_of_groups(report._rows(con, report._SUMMARY_SQL, ["PATIENT-DELTA"]))
+    finally:
+        con.close()
+    assert delta["classes"] == {"SNV": 3, "insertion": 1, "deletion": 0, "MNV": 2}
+    assert (delta["ti"], delta["tv"]) == (2, 1)
+    assert delta["zygosity"] == {"heterozygous": 4, "homozygous": 1, "hemizygous": 1}
+    # chr1:100 A>G has the consequence ALPHA's record gave it; 160 and 400 have none
+    assert delta["consequences"]["none (intergenic or not annotated)"] == 2
