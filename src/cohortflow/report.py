@@ -252,6 +252,20 @@ def af_histogram(afs: Sequence[float], bins: Sequence[float] = AF_BINS) -> list[
     return counts
 
 
+def af_histogram_sql(bins: Sequence[float] = AF_BINS) -> str:
+    """DuckDB query of :func:`af_histogram`'s counts over the variants carried at least once
+    (columns b0, b1, ... and n, the alleles counted): the frequencies of a cohort's tens of
+    millions of alleles are binned where they are stored, not loaded into Python."""
+    parts = []
+    for i in range(len(bins) - 1):
+        upper = "<=" if i == len(bins) - 2 else "<"
+        parts.append(
+            f"count(*) FILTER (WHERE af >= CAST({float(bins[i])!r} AS DOUBLE) "
+            f"AND af {upper} CAST({float(bins[i + 1])!r} AS DOUBLE)) AS b{i}"
+        )
+    return f"SELECT {', '.join(parts)}, count(*) AS n FROM variants WHERE ac > 0 AND af IS NOT NULL"
+
+
 def coverage_dist_path(qc_json: Path | str) -> Path:
     """The mosdepth global distribution written next to a QC JSON (results/qc/{sample}...)."""
     path = Path(qc_json)
@@ -1065,12 +1079,11 @@ def _carriers_section(genes: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _af_section(afs: Sequence[float], n_singletons: int) -> str:
-    counts = af_histogram(afs)
+def _af_section(counts: Sequence[int], n_alleles: int, n_singletons: int) -> str:
     labels = [f"{AF_BINS[i]:g}–{AF_BINS[i + 1]:g}" for i in range(len(AF_BINS) - 1)]
     return (
         "<h2>Allele frequency spectrum</h2>\n"
-        f"<p class='note'>{len(afs)} alleles with at least one carrier; {n_singletons} "
+        f"<p class='note'>{n_alleles} alleles with at least one carrier; {n_singletons} "
         "singletons (allele count 1). Bins are [low, high), the last includes 1.</p>\n"
         + bar_chart_svg(labels, counts, "cohort allele frequency", "allele frequency spectrum")
     )
@@ -1091,23 +1104,27 @@ def _gene_carriers(con: duckdb.DuckDBPyConnection) -> list[dict]:
         return []
     return _rows(
         con,
-        """WITH per_sample AS (
+        # the P/LP alleles are a table joined by hash: list_contains tested every genotype
+        # row against the whole list (rows x P/LP alleles)
+        """WITH plp AS (SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS variant_id),
+           plp_variants AS (SELECT v.* FROM variants v SEMI JOIN plp USING (variant_id)),
+           per_sample AS (
              SELECT coalesce(v.gene, '(no gene)') AS gene, g.sample,
                     count(DISTINCT v.variant_id) AS alleles,
                     sum(g.alt_count) AS copies, min(g.ploidy) AS ploidy
-             FROM genotypes g JOIN variants v USING (contig, variant_id)
-             WHERE g.alt_count >= 1 AND list_contains(?, v.variant_id)
+             FROM genotypes g JOIN plp_variants v USING (contig, variant_id)
+             WHERE g.alt_count >= 1
              GROUP BY ALL),
            present AS (
              SELECT coalesce(v.gene, '(no gene)') AS gene,
                     count(DISTINCT v.variant_id) AS variants
-             FROM variants v WHERE v.ac > 0 AND list_contains(?, v.variant_id) GROUP BY ALL)
+             FROM plp_variants v WHERE v.ac > 0 GROUP BY ALL)
            SELECT p.gene, any_value(pr.variants) AS variants, count(*) AS carriers,
                   count(*) FILTER (WHERE copies = 1 AND ploidy IS DISTINCT FROM 1) AS het_carriers,
                   count(*) FILTER (WHERE copies >= 2 OR ploidy = 1) AS biallelic
            FROM per_sample p JOIN present pr USING (gene)
            GROUP BY p.gene ORDER BY carriers DESC, p.gene""",
-        [plp, plp],
+        [plp],
     )
 
 
@@ -1138,9 +1155,8 @@ def write_cohort_report(
                        {selected}
                 FROM samples s LEFT JOIN sample_qc q USING (sample) ORDER BY s.batch, s.sample""",
         )
-        afs = [
-            r["af"] for r in _rows(con, "SELECT af FROM variants WHERE ac > 0 AND af IS NOT NULL")
-        ]
+        spectrum = _rows(con, af_histogram_sql())[0]
+        af_counts = [int(spectrum[f"b{i}"]) for i in range(len(AF_BINS) - 1)]
         n_singletons = _rows(con, "SELECT count(*) AS n FROM variants WHERE ac = 1")[0]["n"]
         n_variants = _rows(con, "SELECT count(*) AS n FROM variants")[0]["n"]
         genes = _gene_carriers(con)
@@ -1196,7 +1212,7 @@ def write_cohort_report(
             ),
             qc_html,
             kin_html,
-            _af_section(afs, n_singletons),
+            _af_section(af_counts, int(spectrum["n"]), n_singletons),
             _carriers_section(genes),
             _provenance_table(store, None, provenance, kb_dir),
             f"<p class='note'>{esc(DISCLAIMER)}</p>",

@@ -527,3 +527,19 @@ def test_summary_counted_in_sql_equals_the_summary_of_every_row(
     assert delta["zygosity"] == {"heterozygous": 4, "homozygous": 1, "hemizygous": 1}
     # chr1:100 A>G has the consequence ALPHA's record gave it; 160 and 400 have none
     assert delta["consequences"]["none (intergenic or not annotated)"] == 2
+
+
+def test_af_spectrum_binned_in_sql_equals_the_python_bins() -> None:
+    import duckdb
+
+    afs = [0.0, 0.005, 0.01, 0.0099999, 0.05, 0.1, 0.25, 0.3, 0.5, 0.999, 1.0, 1.5, -0.1]
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE variants (af DOUBLE, ac BIGINT)")
+        con.executemany("INSERT INTO variants VALUES (?, ?)", [(af, 3) for af in afs])
+        con.executemany("INSERT INTO variants VALUES (?, ?)", [(0.2, 0), (None, 2)])
+        row = report._rows(con, report.af_histogram_sql())[0]
+    finally:
+        con.close()
+    assert [row[f"b{i}"] for i in range(6)] == af_histogram(afs) == [3, 1, 1, 1, 2, 3]
+    assert row["n"] == len(afs)  # carried, with an AF (out-of-range ones fall in no bin)
