@@ -2,9 +2,9 @@
 
 :func:`compute_qc` writes ``results/qc/{sample}.qc.json`` and, next to it, the files MultiQC
 reads natively (samtools stats / flagstat / idxstats, mosdepth-style summary and global
-distribution). Counts come from samtools (in-process through pysam), coverage from
-``samtools depth -s`` read back into numpy histograms; no Python loop runs over reads. With
-two threads the ``samtools stats`` pass runs in a second process beside the others.
+distribution). Counts come from samtools (through pysam), coverage from ``samtools depth -s``
+streamed through a pipe into numpy histograms; no Python loop runs over reads. With two
+threads the ``samtools stats`` pass runs in a second process beside the others.
 
 Definitions (the JSON is read by people deciding on patient samples, so they are explicit):
 

@@ -28,8 +28,8 @@ class Scale:
 # 2^20, from the .fai: the compression of the FASTA does not matter), time follows the reads
 # (their MB) or, for an index, the reference. minimap2's short-read index takes about 3-4
 # bytes per reference base (about 8 GB for GRCh38) plus read batches; bwa's index is ~1.5
-# bytes/base (5.4 GB for GRCh38), bwa-mem2's ~5 bytes/base, and building bwa-mem2's takes
-# about 28 bytes/base.
+# bytes/base (5.4 GB for GRCh38), bwa-mem2's ~5 bytes/base; building them takes about 2
+# (bwa) and 28 (bwa-mem2) bytes/base.
 SCALES: dict[str, Scale] = {
     "align_reads": Scale(base_mb=2000, mb_per_input_mb=3.0, base_min=30, min_per_gb=40.0, cpus=8),
     "bwa_mem": Scale(base_mb=2000, mb_per_input_mb=1.5, base_min=30, min_per_gb=40.0, cpus=8),

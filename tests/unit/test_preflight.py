@@ -599,14 +599,19 @@ def test_atomic_output_checks_parquet_footer_and_rows(tmp_path: Path) -> None:
     assert "Parquet footer missing" in str(verify_output(tmp_path / "cut.parquet"))
 
 
-def test_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
-    dead = subprocess.run(
+def _dead_pid() -> int:
+    """The pid of a process that has finished."""
+    out = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    dead_pid = int(dead.stdout)
+    return int(out.stdout)
+
+
+def test_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead_pid = _dead_pid()
     target = tmp_path / "a.vcf.gz"
     left = tmp_path / f".tmp.{dead_pid}.a.vcf.gz"
     left.write_text("half")
@@ -624,13 +629,7 @@ def test_work_folders_of_killed_jobs_are_removed_by_the_next_job(tmp_path: Path)
     error. Live jobs' folders and those of other outputs stay."""
     from cohortflow.atomic import scratch_dir
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    dead_pid = int(dead.stdout)
+    dead_pid = _dead_pid()
     target = tmp_path / "S.bam"
     killed = tmp_path / f".tmp.{dead_pid}.S.bam.work-align"
     (killed / "sort").mkdir(parents=True)
