@@ -227,7 +227,6 @@ def call_sample(
     bam, reference = Path(bam), Path(reference)
     out_gvcf, out_vcf = Path(out_gvcf), Path(out_vcf)
     spec, sm = _check_inputs(bam, reference, sample, caller)
-    out_gvcf.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out_gvcf, "call") as tmp_name:
         call_bcf = Path(tmp_name) / "call.bcf"
         if spec is not None:
@@ -272,7 +271,6 @@ def call_shard(
     bam, reference, out_part = Path(bam), Path(reference), Path(out_part)
     spec, sm = _check_inputs(bam, reference, sample, caller)
     shard = _planned_shards(reference, scatter_bp, targets_bed, n_shards)[shard_index]
-    out_part.parent.mkdir(parents=True, exist_ok=True)
     with (
         scratch_dir(out_part, "shard") as tmp_name,
         atomic_outputs(out_part, f"{out_part}.csi") as (tmp_out, tmp_csi),
@@ -324,7 +322,6 @@ def gather_calls(
     parts = [Path(p) for p in parts]
     spec, sm = _check_inputs(bam, reference, sample, caller)
     shards = _planned_shards(reference, scatter_bp, targets_bed, len(parts))
-    out_gvcf.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out_gvcf, "gather") as tmp_name:
         call_bcf = Path(tmp_name) / "call.bcf"
         if spec is None:
@@ -875,7 +872,6 @@ def variants_from_gvcf(gvcf: Path, reference: Path, sample: str, out_vcf: Path) 
             "sample sheet or rename the gVCF's sample (bcftools reheader -s)"
         )
     what = f"extracting the variants of {sample} from {gvcf}"
-    out_vcf.parent.mkdir(parents=True, exist_ok=True)
     with (
         scratch_dir(out_vcf, "extract") as tmp_name,
         atomic_outputs(out_vcf, f"{out_vcf}.tbi") as (tmp_vcf, tmp_tbi),

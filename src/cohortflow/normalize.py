@@ -167,7 +167,6 @@ def normalize_vcf(in_vcf: Path, reference: Path, out_vcf: Path, threads: int = 1
             f"({expected!r}); {len(first_bad)} record(s) differ, use the reference the VCF "
             "was made against"
         )
-    out_vcf.parent.mkdir(parents=True, exist_ok=True)
     with (
         scratch_dir(out_vcf, "norm") as tmp,
         atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, tmp_tbi),
