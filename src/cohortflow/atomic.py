@@ -67,10 +67,10 @@ def scratch_dir(output: Path | str, label: str) -> Iterator[Path]:
     """A work folder for the job that writes ``output``, removed when the block ends.
 
     It is ``.tmp.{pid}.{name}.work-{label}`` beside ``output`` (whose folder is made when
-    missing). A job killed outright (a
-    cluster's out-of-memory or time-limit kill) cannot remove it, and a whole genome's
-    intermediates are hundreds of GB: the next job that writes ``output`` removes it, as it
-    does the dead job's temporaries (:func:`remove_stale_temporaries`).
+    missing). A job killed outright (a cluster's out-of-memory or time-limit kill) cannot
+    remove it, and a whole genome's intermediates are hundreds of GB: the next job that writes
+    ``output`` removes it, as it does the dead job's temporaries
+    (:func:`remove_stale_temporaries`).
     """
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
