@@ -9,8 +9,9 @@ each copy's read names prefixed; built once in --workdir, untimed). Per repeat i
 - ``compute_qc`` (in-process: flagstat, idxstats, samtools stats, coverage over the targets
   BED, JSON and the MultiQC files) with threads=1 and threads=2,
 - ``samtools stats`` through pysam alone: the one pass the QC cannot do without, on pysam's
-  htslib, which inflates with zlib where Debian's uses libdeflate; the floor of the QC's wall
-  time,
+  htslib, which inflates with zlib where Debian's uses libdeflate (the QC with two threads
+  inflates the BAM once with ISA-L and its passes read the raw stream, so it can come in under
+  this line),
 
 interleaved, and prints every time, the best and median wall time, the median CPU time (user +
 sys, children included), and the ratios: of the best times, the median of each round's ratio

@@ -255,6 +255,15 @@ def test_real_bam_qc_matches_flagstat(shared_data: Path, tmp_path: Path) -> None
     # the staged BAM lists all 25 hg19 contigs; only chr20 (in the FASTA) carries reads
     m = compute_qc(bam, ref, "NA12878", tmp_path / "q.json", tmp_path, QcThresholds(),
                    targets_bed=bed)  # fmt: skip
+    # two threads: the three passes read one stream inflated by ISA-L; the same files result
+    two = compute_qc(bam, ref, "NA12878", tmp_path / "2/q.json", tmp_path / "2", QcThresholds(),
+                     targets_bed=bed, threads=2)  # fmt: skip
+    assert two == m
+    for name in ("samtools_stats", "flagstat", "idxstats", "mosdepth.global.dist"):
+        text = (tmp_path / f"NA12878.{name}.txt").read_text()
+        assert (tmp_path / "2" / f"NA12878.{name}.txt").read_text() == text, name
+    stats_header = (tmp_path / "2" / "NA12878.samtools_stats.txt").read_text()[:2000]
+    assert f"stats --reference {ref} {bam}\n" in stats_header  # the BAM named, not the pipe
     assert m["total_reads"] == fs["primary"] == 52035
     assert m["mapped_reads"] == fs["primary mapped"]
     assert m["properly_paired"] == fs["properly paired"]
@@ -362,7 +371,7 @@ def test_coverage_failures_stop_the_depth_child(
         raise CohortflowError(f"{what}: truncated file")
 
     monkeypatch.setattr(qc, "samtools", fails)
-    with pytest.raises(CohortflowError, match=r"coverage of .*: truncated file"):
+    with pytest.raises(CohortflowError, match=r"samtools depth of .*: truncated file"):
         qc.compute_coverage(tiny_bam["bam"], tiny_bam["ref"], territory, tmp_path)
 
     def slow(args: list, what: str) -> str:
@@ -400,7 +409,8 @@ def test_two_threads_give_the_same_files_and_cram_input(tiny_bam: dict, tmp_path
     two = compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "2/S.qc.json",
                      tmp_path / "2", t, threads=2)  # fmt: skip
     assert one == two
-    for name in ("S.flagstat.txt", "S.idxstats.txt", "S.mosdepth.global.dist.txt"):
+    for name in ("S.samtools_stats.txt", "S.flagstat.txt", "S.idxstats.txt",
+                 "S.mosdepth.global.dist.txt"):  # fmt: skip
         assert (tmp_path / "1" / name).read_text() == (tmp_path / "2" / name).read_text()
     cram = tmp_path / "S.cram"
     pysam.samtools.view(
@@ -413,54 +423,160 @@ def test_two_threads_give_the_same_files_and_cram_input(tiny_bam: dict, tmp_path
     assert not [p for p in (tmp_path / "3").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_stats_child_failures_become_errors_and_no_output(
-    tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(scope="module")
+def tiny_cram(tiny_bam: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cram = tmp_path_factory.mktemp("tiny_cram") / "S.cram"
+    pysam.samtools.view(
+        "-C", "-T", str(tiny_bam["ref"]), "-o", str(cram), str(tiny_bam["bam"]), catch_stdout=False
+    )
+    pysam.index(str(cram))
+    return cram
+
+
+@pytest.mark.parametrize("kind", ["bam", "cram"])
+@pytest.mark.parametrize("step", ["stats", "flagstat", "depth"])
+def test_pass_failures_become_errors_and_no_output(
+    tiny_bam: dict,
+    tiny_cram: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    step: str,
 ) -> None:
-    """With two threads stats runs in a forked child: its error, or its death, stops the QC."""
+    """With two threads the passes run in forked children (a BAM's three passes read one
+    inflated stream): a pass's error, or its death, stops the QC with that pass's error."""
     import signal
 
     import cohortflow.qc as qc
 
-    def fails(bam: Path, reference: Path) -> str:
-        raise CohortflowError(f"samtools stats of {bam}: truncated file")
+    real = qc.samtools
+    aln = tiny_bam["bam"] if kind == "bam" else tiny_cram
 
-    def dies(bam: Path, reference: Path) -> str:
-        os.kill(os.getpid(), signal.SIGKILL)
-        return ""
+    def fails(args: list, what: str) -> str:
+        if args[0] == step:
+            raise CohortflowError(f"{what}: truncated file")
+        return real(args, what)
 
-    for fake, expected in ((fails, "truncated file"), (dies, "killed by signal 9")):
-        monkeypatch.setattr(qc, "_samtools_stats", fake)
+    def dies(args: list, what: str) -> str:
+        if args[0] == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(args, what)
+
+    cases = [(fails, f"{step} of .*{aln.name}: truncated file"),
+             (dies, f"{step} of .*{aln.name}: .*killed by signal 9")]  # fmt: skip
+    if kind == "cram" and step == "flagstat":
+        cases = cases[:1]  # a CRAM's flagstat runs in this process
+    for fake, expected in cases:
+        monkeypatch.setattr(qc, "samtools", fake)
         out = tmp_path / fake.__name__
         with pytest.raises(CohortflowError, match=expected):
-            compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", out / "S.qc.json", out,
-                       QcThresholds(), threads=2)  # fmt: skip
+            compute_qc(aln, tiny_bam["ref"], "S", out / "S.qc.json", out, QcThresholds(),
+                       threads=2)  # fmt: skip
         assert not list(out.iterdir())  # no JSON, no MultiQC file, no temporary folder
 
 
-def test_a_failing_main_pass_stops_the_stats_child(
-    tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["bam", "cram"])
+def test_a_failing_main_pass_stops_the_children(
+    tiny_bam: dict,
+    tiny_cram: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
 ) -> None:
-    """The error of flagstat/coverage is reported at once; the stats child is killed, not
-    waited for."""
+    """An error in this process (here, reading the depth output) is reported at once: the
+    children (a slow stats pass) are killed and reaped, not waited for."""
     import time
 
     import cohortflow.qc as qc
 
-    def slow_stats(bam: Path, reference: Path) -> str:
-        time.sleep(120)
-        return ""
+    real, in_child = qc.samtools, qc._in_child
+    children: list[int] = []
 
-    def broken_passes(*args: object) -> None:
-        raise CohortflowError("flagstat: corrupt block")
+    def slow_stats(args: list, what: str) -> str:
+        out = real(args, what)
+        if args[0] == "stats":
+            time.sleep(120)
+        return out
 
-    monkeypatch.setattr(qc, "_samtools_stats", slow_stats)
-    monkeypatch.setattr(qc, "_other_passes", broken_passes)
+    def unreadable(*args: object) -> None:
+        raise CohortflowError("depth output: bad line")
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        pid, fd = in_child(*args, **kwargs)
+        children.append(pid)
+        return pid, fd
+
+    monkeypatch.setattr(qc, "samtools", slow_stats)
+    monkeypatch.setattr(qc, "depth_histograms", unreadable)
+    monkeypatch.setattr(qc, "_in_child", recorded)
+    aln = tiny_bam["bam"] if kind == "bam" else tiny_cram
     start = time.monotonic()
-    with pytest.raises(CohortflowError, match="corrupt block"):
-        compute_qc(tiny_bam["bam"], tiny_bam["ref"], "S", tmp_path / "S.qc.json", tmp_path,
+    with pytest.raises(CohortflowError, match="bad line"):
+        compute_qc(aln, tiny_bam["ref"], "S", tmp_path / "S.qc.json", tmp_path,
                    QcThresholds(), threads=2)  # fmt: skip
     assert time.monotonic() - start < 60
+    assert len(children) == (4 if kind == "bam" else 2)  # BAM: 3 passes + the inflater
+    for pid in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # killed and reaped
     assert not list(tmp_path.iterdir())
+
+
+def _corrupt_copy(bam: Path, dest: Path) -> Path:
+    """A copy of ``bam`` whose second BGZF block has a damaged deflate stream (its header,
+    the EOF marker and the block sizes stay valid, so only inflating the block finds it)."""
+    data = bytearray(bam.read_bytes())
+    first = int.from_bytes(data[16:18], "little") + 1  # BSIZE + 1: the second block's offset
+    second = int.from_bytes(data[first + 16 : first + 18], "little") + 1
+    for i in range(first + 18 + second // 3, first + 18 + second // 3 + 64):
+        data[i] ^= 0xA5
+    dest.write_bytes(bytes(data))
+    # the original index still points at the right blocks (indexing the copy would fail)
+    Path(f"{dest}.bai").write_bytes(Path(f"{bam}.bai").read_bytes())
+    return dest
+
+
+def test_a_corrupt_block_stops_the_qc_naming_the_bam(shared_data: Path, tmp_path: Path) -> None:
+    """A damaged block in the middle of a real BAM: with two threads the inflater reports it
+    (its error comes first: the passes reading after it only see a cut stream); with one
+    thread samtools stats does. Either way no QC file is written."""
+    d = shared_data / "deepvariant_chr20_b37"
+    bam = _corrupt_copy(d / "bam" / "NA12878_S1.chr20.10_10p1mb.bam", tmp_path / "bad.bam")
+    ref = d / "ref" / "ucsc.hg19.chr20.unittest.fasta.gz"
+    for threads, expected in ((2, f"{bam}: BAM is truncated or corrupt"),
+                              (1, f"samtools stats of {bam}")):  # fmt: skip
+        out = tmp_path / f"t{threads}"
+        with pytest.raises(CohortflowError, match=re.escape(expected)):
+            compute_qc(bam, ref, "S", out / "S.qc.json", out, QcThresholds(), threads=threads)
+        assert not out.exists() or not list(out.iterdir())
+
+
+def test_the_inflater_feeds_every_reader_and_skips_one_that_stops(tmp_path: Path) -> None:
+    """_inflate_into writes the whole raw BAM into each pipe, even when one reader closes its
+    end at once, and closes every pipe at the end."""
+    import threading
+
+    from cohortflow.qc import _inflate_into
+
+    raw = bytes(random.Random(5).randbytes(3_000_000))
+    bgzf = tmp_path / "x.gz"
+    with pysam.BGZFile(str(bgzf), "wb") as fh:
+        fh.write(raw)
+    pipes = [os.pipe() for _ in range(3)]
+    os.close(pipes[1][0])  # a reader that stopped before reading anything
+    got: dict[int, bytes] = {}
+
+    def drain(i: int, fd: int) -> None:
+        with open(fd, "rb") as fh:
+            got[i] = fh.read()
+
+    readers = [threading.Thread(target=drain, args=(i, pipes[i][0])) for i in (0, 2)]
+    for r in readers:
+        r.start()
+    assert _inflate_into(bgzf, [w for _, w in pipes], chunk=1 << 16, ahead=2) == ""
+    for r in readers:
+        r.join(60)
+    assert got[0] == got[2] == raw
 
 
 def test_multiqc_reads_the_qc_files(tiny_bam: dict, tmp_path: Path) -> None:
