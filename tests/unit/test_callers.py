@@ -202,3 +202,109 @@ def test_block_leaked_to_the_next_contig_is_moved_back_and_clipped(tmp_path):
         normal = header.new_record(contig="c2", start=0, stop=50, alleles=("C", "<*>"))
         kept = _fix_leaked_block(normal, ("c1", 1000), fasta)
         assert kept is not None and (kept.chrom, kept.start, kept.stop) == ("c2", 0, 50)
+
+
+def _per_block_depth(bam: Path, contig: str, start0: int, end0: int) -> np.ndarray:
+    """The depth of one block counted by itself (the definition DepthCounter must keep)."""
+    with pysam.AlignmentFile(str(bam)) as af:
+        if contig not in af.references:
+            return np.zeros(end0 - start0, dtype=np.int64)
+        length = af.get_reference_length(contig)
+        acgt = af.count_coverage(
+            contig, start0, min(end0, length), quality_threshold=10,
+            read_callback=lambda r: not r.flag & 0xF04 and r.mapping_quality >= 20,
+        )  # fmt: skip
+        depth = np.sum(np.asarray(acgt, dtype=np.int64), axis=0)
+    return np.concatenate([depth, np.zeros(end0 - start0 - len(depth), dtype=np.int64)])
+
+
+@pytest.mark.shared
+def test_depth_of_blocks_in_order_equals_each_block_counted_alone(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DepthCounter slices blocks out of windows: the same depth as counting every block by
+    itself, for short blocks in order, blocks across window edges, a block longer than a
+    window, one running past the contig's end, a step back and an unknown contig."""
+    import random
+
+    from cohortflow.callers import gvcf
+
+    d = shared_data / "deepvariant_chr20_b37"
+    bam = d / "bam" / "NA12878_S1.chr20.10_10p1mb.bam"
+    ref = d / "ref" / "ucsc.hg19.chr20.unittest.fasta.gz"
+    monkeypatch.setattr(gvcf, "_WINDOW", 1_000)
+    rng = random.Random(11)
+    blocks, pos = [], 10_000_000
+    while pos < 10_006_000:
+        n = rng.choice([1, 2, 5, 13, 40, 999, 1_001, 2_500])
+        blocks.append(("chr20", pos, pos + n))
+        pos += n + rng.choice([0, 0, 1, 7])
+    blocks += [("chr20", 10_000_500, 10_000_600), ("chr20", 63_025_400, 63_025_600)]
+    blocks += [("chrUn_x", 10, 20), ("chr21", 0, 5)]  # chr21: in the BAM header, no reads
+    counter = gvcf.DepthCounter(bam, ref, min_mapq=20, min_baseq=10)
+    try:
+        covered = 0
+        for contig, s, e in blocks:
+            got = counter.depth(contig, s, e)
+            assert got.tolist() == _per_block_depth(bam, contig, s, e).tolist(), (contig, s, e)
+            covered += int((got > 0).sum())
+    finally:
+        counter.close()
+    assert covered > 5_000  # ~52x over chr20:10.0-10.1 Mb: the blocks are mostly covered
+
+
+@pytest.mark.shared
+def test_repaired_blocks_do_not_depend_on_the_window(shared_data: Path, tmp_path: Path) -> None:
+    """Runs cut at a window's edge are joined again: the repaired gVCF is the same whether
+    long blocks are counted in 1 kb windows or whole."""
+    from cohortflow.callers import gvcf
+
+    d = shared_data / "deepvariant_chr20_b37"
+    bam = d / "bam" / "NA12878_S1.chr20.10_10p1mb.bam"
+    ref = d / "ref" / "ucsc.hg19.chr20.unittest.fasta.gz"
+    header = pysam.VariantHeader()
+    header.add_line("##contig=<ID=chr20,length=63025520>")
+    header.formats.add("GT", 1, "String", "Genotype")
+    header.formats.add("GQ", 1, "Integer", "GQ")
+    header.info.add("END", 1, "Integer", "End")
+    header.add_sample("NA12878")
+    raw = tmp_path / "raw.g.vcf.gz"
+    with pysam.VariantFile(str(raw), "wz", header=header) as out:
+        # blocks of 3 bp, then a 20 kb block reaching past the reads, then one 60 bp block
+        for start, stop in [*((p, p + 3) for p in range(10_050_000, 10_050_300, 3)),
+                            (10_090_000, 10_110_000), (10_120_000, 10_120_060)]:  # fmt: skip
+            rec = out.header.new_record(
+                contig="chr20", start=start, stop=stop, alleles=("N", "<NON_REF>")
+            )
+            rec.samples[0]["GT"], rec.samples[0]["GQ"] = (0, 0), 60
+            out.write(rec)
+    results = []
+    for window in (1_000, 10_000_000):
+        gvcf._WINDOW = window
+        counter = gvcf.DepthCounter(bam, ref, min_mapq=20, min_baseq=10)
+        path = tmp_path / f"w{window}.vcf"
+        try:
+            with (
+                pysam.FastaFile(str(ref)) as fasta,
+                pysam.VariantFile(str(path), "w", header=gvcf.prepare_header(header)) as vout,
+            ):
+                counts = gvcf.repair_gvcf([raw], vout, counter, fasta)
+        finally:
+            counter.close()
+            gvcf._WINDOW = 1_000_000
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+        results.append((counts, lines))
+    assert results[0] == results[1]
+    counts, lines = results[0]
+    assert counts["blocks_in"] == 102 and counts["variants"] == 0
+    # the 3-bp blocks join into one covered run; the 20 kb block keeps its two covered runs
+    # (a 40-bp hole without a usable read, and no reads after 10,100,096); the 60 bp is empty
+    got = [(f[1], f[7]) for f in (line.split("\t") for line in lines)]
+    one = _per_block_depth(bam, "chr20", 10_050_000, 10_050_300)
+    assert got[0] == ("10050001", f"END=10050300;MIN_DP={one.min()}") and one.min() == 29
+    assert [pos for pos, _ in got[1:]] == ["10090001", "10098426"]
+    assert [info.split(";")[0] for _, info in got[1:]] == ["END=10098385", "END=10100096"]
+    hole = _per_block_depth(bam, "chr20", 10_098_380, 10_098_430).tolist()
+    assert hole[:5] != [0] * 5 and hole[5:45] == [0] * 40 and hole[45:] != [0] * 5
+    assert _per_block_depth(bam, "chr20", 10_100_096, 10_120_060).sum() == 0
+    assert counts["block_bp_dropped"] == 40 + (10_110_000 - 10_100_096) + 60
