@@ -74,10 +74,14 @@ def fasta_mb(fasta: str | Path) -> float:
     return total / 2**20
 
 
-def mem_mb(rule: str, input_mb: float, attempt: int = 1) -> int:
-    """Memory request in MB for one job of ``rule`` reading ``input_mb`` MB; doubles per retry."""
+def mem_mb(rule: str, input_mb: float, attempt: int = 1, extra_mb: int = 0) -> int:
+    """Memory request in MB for one job of ``rule`` reading ``input_mb`` MB; doubles per retry.
+
+    ``extra_mb``: what a program the job runs beside cohortflow needs (an external variant
+    caller, :attr:`cohortflow.callers.CallerSpec.mem_mb`).
+    """
     s = SCALES.get(rule, DEFAULT)
-    need = s.base_mb + s.mb_per_input_mb * max(input_mb, 0.0)
+    need = s.base_mb + s.mb_per_input_mb * max(input_mb, 0.0) + max(extra_mb, 0)
     return int(math.ceil(need * 2 ** (max(attempt, 1) - 1) / 100.0) * 100)
 
 

@@ -156,3 +156,35 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert "Lints for" not in text, text
+
+
+def test_external_callers_get_their_own_memory_on_top(tmp_path: Path) -> None:
+    """GATK's job asks for its 4 GiB Java heap (+1 GiB for the JVM) on top of cohortflow's
+    request; the built-in caller asks for cohortflow's alone."""
+    import os
+
+    from cohortflow.callers.gatk import MEM_MB
+    from cohortflow.resources import mem_mb
+
+    units = "sample\tunit\tfq1\tfq2\tbam\nB\tl1\t\t\tb.bam\n"
+    project = _project(tmp_path, units)
+    (project / "samples.tsv").write_text("sample\tsex\tbatch\nB\tmale\tb1\n")
+    # the BAM as linked into results (newer than b.bam: not linked again), 4 GB and sparse
+    linked = project / "results" / "align" / "B.bam"
+    linked.parent.mkdir(parents=True)
+    with open(linked, "wb") as fh:
+        fh.truncate(4 * 2**30)
+    Path(f"{linked}.bai").write_text("x")
+    later = (project / "b.bam").stat().st_mtime + 10
+    for path in (linked, Path(f"{linked}.bai")):
+        os.utime(path, (later, later))
+    builtin = _resources(_snakemake(project, "-n", "--cores", "2"))["call_variants"]
+    with open(project / "config.yaml", "a") as fh:
+        fh.write("calling: {caller: gatk}\n")
+    out = _snakemake(project, "-n", "--cores", "2")
+    assert out.returncode == 0, out.stderr + out.stdout
+    gatk = _resources(out)["call_variants"]
+    # inputs: the 4,096 MB BAM, its index and the reference (a few bytes)
+    assert builtin["mem_mb"] == str(mem_mb("call_variants", 4096)) == "2000"
+    assert gatk["mem_mb"] == str(mem_mb("call_variants", 4096, 1, MEM_MB)) == "7100"
+    assert MEM_MB == 5120

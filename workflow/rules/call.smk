@@ -50,7 +50,7 @@ if SHARDS:
             n_shards=len(SHARDS),
         threads: 1
         resources:
-            mem_mb=mem_for("call_shard"),
+            mem_mb=caller_mem_for("call_shard"),
             runtime=shard_runtime_for("call_shard"),
         conda:
             (
@@ -138,7 +138,7 @@ else:
             min_gq=config["calling"]["min_gq"],
         threads: 1
         resources:
-            mem_mb=mem_for("call_variants"),
+            mem_mb=caller_mem_for("call_variants"),
             runtime=runtime_for("call_variants"),
         conda:
             (

@@ -3,7 +3,8 @@ import re
 from pathlib import Path
 
 from cohortflow import atomic, layout, paths, scatter, sheets
-from cohortflow.call import needs_plain_fasta
+from cohortflow.call import CALLER as BUILTIN_CALLER, needs_plain_fasta
+from cohortflow.callers import get_caller
 from cohortflow import resources as RES
 from cohortflow.provenance import config_checksum
 
@@ -51,6 +52,13 @@ def optional(path):
 def mem_for(rule):
     """Cluster memory request (MB) growing with the job's input size (cohortflow.resources)."""
     return lambda wc, input, attempt: RES.mem_mb(rule, input.size_mb, attempt)
+
+
+def caller_mem_for(rule):
+    """mem_for(rule) plus what the external variant caller itself needs (GATK's Java heap)."""
+    caller = config["calling"]["caller"]
+    extra = 0 if caller == BUILTIN_CALLER else get_caller(caller).mem_mb
+    return lambda wc, input, attempt: RES.mem_mb(rule, input.size_mb, attempt, extra)
 
 
 def runtime_for(rule, only=None):

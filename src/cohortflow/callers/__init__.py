@@ -41,7 +41,9 @@ class CallerSpec:
     ``stdout_is_gvcf``: the command writes the gVCF to standard output (freebayes) instead of
     to ``job.out_gvcf``. ``min_mapq``/``min_baseq``: the caller's default read filters, used
     to compute which positions have usable reads. ``plain_fasta``: the caller cannot read a
-    bgzip-compressed FASTA (freebayes); a decompressed copy is made for it.
+    bgzip-compressed FASTA (freebayes); a decompressed copy is made for it. ``mem_mb``: the
+    memory the caller's own process needs, which a cluster job asks for on top of
+    cohortflow's (:func:`cohortflow.resources.mem_mb`).
     """
 
     name: str
@@ -53,6 +55,7 @@ class CallerSpec:
     version_pattern: str
     stdout_is_gvcf: bool = False
     plain_fasta: bool = False
+    mem_mb: int = 0
 
     def find(self) -> str:
         """The path of the binary on PATH; CohortflowError naming the env file when absent."""

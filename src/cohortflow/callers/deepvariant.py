@@ -44,4 +44,7 @@ SPEC = CallerSpec(
     gvcf_command=gvcf_command,
     version_command=["run_deepvariant", "--version"],
     version_pattern=r"(\d+\.\d+\.\d+\S*)",
+    # make_examples takes 1-2 GB per task (DeepVariant's documentation); call_variants loads
+    # a TensorFlow model: an allowance, not a measurement (DeepVariant is not installed here)
+    mem_mb=8000,
 )

@@ -38,4 +38,6 @@ SPEC = CallerSpec(
     version_pattern=r"v?(\d+\.\d+\.\d+\S*)",
     stdout_is_gvcf=True,
     plain_fasta=True,
+    # freebayes' memory grows with the depth of a region: an allowance for high-depth spots
+    mem_mb=2000,
 )

@@ -14,6 +14,8 @@ MIN_MAPQ = 20
 MIN_BASEQ = 10
 #: Java heap per job (GiB)
 JAVA_HEAP_GB = 4
+#: what a job asks for: the heap and 1 GiB for the JVM itself (metaspace, threads, PairHMM)
+MEM_MB = JAVA_HEAP_GB * 1024 + 1024
 
 
 def gvcf_command(job: GvcfJob) -> list[str]:
@@ -48,4 +50,5 @@ SPEC = CallerSpec(
     gvcf_command=gvcf_command,
     version_command=["gatk", "HaplotypeCaller", "--version"],
     version_pattern=r"\(GATK\)\s*v?(\d+[\w.\-]*)",
+    mem_mb=MEM_MB,
 )
