@@ -354,6 +354,26 @@ def test_coverage_streams_the_depth_pass_without_a_per_base_file(
     assert cov.contig_bases == {"ctg1": 900, "ctg2": 200}
 
 
+def _unreadable(*args: object) -> None:
+    raise CohortflowError("depth output: bad line")
+
+
+def _recording_children(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make qc._in_child record the pid of every child it forks; returns the list it fills."""
+    import cohortflow.qc as qc
+
+    children: list[int] = []
+    in_child = qc._in_child
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        pid, fd = in_child(*args, **kwargs)
+        children.append(pid)
+        return pid, fd
+
+    monkeypatch.setattr(qc, "_in_child", recorded)
+    return children
+
+
 def test_coverage_failures_stop_the_depth_child(
     tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -379,20 +399,9 @@ def test_coverage_failures_stop_the_depth_child(
         time.sleep(120)
         return out
 
-    def unreadable(*args: object) -> None:
-        raise CohortflowError("depth output: bad line")
-
-    children: list[int] = []
-    in_child = qc._in_child
-
-    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
-        pid, fd = in_child(*args, **kwargs)
-        children.append(pid)
-        return pid, fd
-
     monkeypatch.setattr(qc, "samtools", slow)
-    monkeypatch.setattr(qc, "depth_histograms", unreadable)
-    monkeypatch.setattr(qc, "_in_child", recorded)
+    monkeypatch.setattr(qc, "depth_histograms", _unreadable)
+    children = _recording_children(monkeypatch)
     start = time.monotonic()
     with pytest.raises(CohortflowError, match="bad line"):
         qc.compute_coverage(tiny_bam["bam"], tiny_bam["ref"], territory, tmp_path)
@@ -489,8 +498,7 @@ def test_a_failing_main_pass_stops_the_children(
 
     import cohortflow.qc as qc
 
-    real, in_child = qc.samtools, qc._in_child
-    children: list[int] = []
+    real = qc.samtools
 
     def slow_stats(args: list, what: str) -> str:
         out = real(args, what)
@@ -498,17 +506,9 @@ def test_a_failing_main_pass_stops_the_children(
             time.sleep(120)
         return out
 
-    def unreadable(*args: object) -> None:
-        raise CohortflowError("depth output: bad line")
-
-    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
-        pid, fd = in_child(*args, **kwargs)
-        children.append(pid)
-        return pid, fd
-
     monkeypatch.setattr(qc, "samtools", slow_stats)
-    monkeypatch.setattr(qc, "depth_histograms", unreadable)
-    monkeypatch.setattr(qc, "_in_child", recorded)
+    monkeypatch.setattr(qc, "depth_histograms", _unreadable)
+    children = _recording_children(monkeypatch)
     aln = tiny_bam["bam"] if kind == "bam" else tiny_cram
     start = time.monotonic()
     with pytest.raises(CohortflowError, match="bad line"):
