@@ -34,16 +34,13 @@ Definitions (the JSON is read by people deciding on patient samples, so they are
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import io
 import json
 import logging
 import os
-import pickle
 import queue
 import re
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -65,6 +62,10 @@ from cohortflow.align_input import (
 )
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
+from cohortflow.forks import from_child as _from_child
+from cohortflow.forks import in_child as _in_child
+from cohortflow.forks import stop_child as _stop_child
+from cohortflow.forks import widen_pipe
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -583,7 +584,7 @@ def _inflated_passes(
     stats_in, flagstat_in, depth_in, depth_out = os.pipe(), os.pipe(), os.pipe(), os.pipe()
     ends = [*stats_in, *flagstat_in, *depth_in, *depth_out]
     for _, write_end in (stats_in, flagstat_in, depth_in):
-        _widen(write_end)
+        widen_pipe(write_end)
     children: list[tuple[int, int, str]] = []
 
     def start(work: Callable[[], str], keep: tuple[int, ...], what: str) -> None:
@@ -650,67 +651,6 @@ def _inflated_passes(
         flags=re.MULTILINE,
     )
     return stats_text, texts[passes[1][2]], cov
-
-
-def _widen(write_end: int) -> None:
-    """Give a pipe 1 MiB of buffer, Linux's most for an unprivileged process (default 64 KiB)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
-
-
-def _in_child(work: Callable[[], str], close: Sequence[int] = ()) -> tuple[int, int]:
-    """Fork a child that runs ``work()`` and sends ``(ok, text)`` back through a pipe.
-
-    Returns ``(pid, read_fd)`` for :func:`_from_child`. The child first closes ``close`` (its
-    copies of descriptors it must not hold: a pipe's write end left open in a reader would
-    keep that pipe from ever reaching its end). A plain fork and pipe rather than a
-    process pool: the pool's start-up, feeder thread and shutdown cost 10-20 ms of a QC that is
-    itself about 0.5 s.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into the caller's code
-        code = 0
-        try:
-            os.close(read_fd)
-            for fd in close:
-                os.close(fd)
-            try:
-                payload: tuple[bool, str] = (True, work())
-            except CohortflowError as exc:
-                payload, code = (False, str(exc)), 1
-            with os.fdopen(write_fd, "wb") as fh:
-                fh.write(pickle.dumps(payload))
-        except BaseException:
-            code = 2
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    return pid, read_fd
-
-
-def _from_child(pid: int, read_fd: int, what: str) -> str:
-    """The text the child of :func:`_in_child` sent; CohortflowError if it failed or died."""
-    with os.fdopen(read_fd, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    if data:
-        ok, text = pickle.loads(data)
-        if not ok:
-            raise CohortflowError(text)
-        return text
-    if os.WIFSIGNALED(status):
-        cause = f"killed by signal {os.WTERMSIG(status)}"
-    else:
-        cause = f"exit code {os.waitstatus_to_exitcode(status)}"
-    raise CohortflowError(f"{what}: the worker process failed ({cause})")
-
-
-def _stop_child(pid: int, read_fd: int) -> None:
-    """Kill the child of :func:`_in_child` (an error elsewhere is the one to report)."""
-    os.kill(pid, signal.SIGKILL)
-    os.close(read_fd)
-    os.waitpid(pid, 0)
 
 
 def run_passes(
