@@ -7,6 +7,7 @@ import itertools
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pysam
 import pytest
@@ -199,6 +200,109 @@ def test_bad_fastq_leaves_nothing(tiny: dict, tmp_path: Path) -> None:
         align_sample("S1", [FastqUnit("L1", tiny["fq1"], bad2)], tiny["ref"], out)
     assert not out.exists() and not Path(f"{out}.bai").exists()
     assert list(out.parent.iterdir()) == []
+
+
+def _many_pairs(tiny: dict, folder: Path, copies: int) -> tuple[Path, Path]:
+    """The tiny FASTQ pair repeated ``copies`` times under new names: enough records to fill
+    a pipe (64 KiB) many times over."""
+    fq = []
+    for mate in (1, 2):
+        lines = gzip.open(tiny[f"fq{mate}"], "rt").read().splitlines()
+        path = folder / f"many_{mate}.fq"
+        with open(path, "w") as out:
+            for c in range(copies):
+                for i in range(0, len(lines), 4):
+                    name = lines[i].split("/")[0]
+                    out.write(f"{name}_{c}/{mate}\n{lines[i + 1]}\n+\n{lines[i + 3]}\n")
+        fq.append(path)
+    return fq[0], fq[1]
+
+
+def test_the_sort_reads_the_mapped_records_from_a_pipe(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No unsorted file: the records go to samtools sort through a pipe; the result is the
+    same BAM as the sort of the records written to a file."""
+    import cohortflow.align as align
+
+    paths: list[str] = []
+    write = align._write_unsorted
+
+    def recorded(*args: Any) -> dict[str, int]:
+        paths.append(str(args[4]))
+        return write(*args)
+
+    monkeypatch.setattr(align, "_write_unsorted", recorded)
+    fq1, fq2 = _many_pairs(tiny, tmp_path, 300)
+    out = tmp_path / "o" / "S1.bam"
+    counts = align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], out, markdup=False)
+    assert len(paths) == 1 and paths[0].startswith("/dev/fd/")
+    assert counts["pairs"] == 9 * 300
+    # the same records as mapping into a file and sorting that
+    monkeypatch.setattr(align, "_write_unsorted", write)
+    unsorted = tmp_path / "unsorted.bam"
+    mapper = align._Mapper(*_aligner_and_names(tiny["ref"]))
+    header = pysam.AlignmentHeader.from_dict(
+        align.build_header(
+            "S1", [FastqUnit("L1", fq1, fq2)], align.read_fai(tiny["ref"]), "cmd"
+        )  # fmt: skip
+    )
+    write("S1", [FastqUnit("L1", fq1, fq2)], mapper, header, unsorted, 1)
+    by_file = tmp_path / "by_file.bam"
+    pysam.samtools.sort("-o", str(by_file), str(unsorted), catch_stdout=False)
+    with pysam.AlignmentFile(str(out)) as a, pysam.AlignmentFile(str(by_file)) as b:
+        assert [r.to_string() for r in a] == [r.to_string() for r in b]
+
+
+def _aligner_and_names(ref: Path) -> tuple[Any, list[str]]:
+    from cohortflow.align import load_aligner
+
+    aligner, contigs = load_aligner(ref, 1)
+    return aligner, [n for n, _ in contigs]
+
+
+def test_a_failing_sort_is_the_error_and_a_mapping_error_stops_the_sort(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sort fails (its temporary disk full) while records still come: its error is the
+    one reported. A bad FASTQ stops the sort child (killed and reaped). Nothing is left."""
+    import os
+
+    import cohortflow.align as align
+
+    real = align.samtools
+
+    def full(args: list, what: str) -> str:
+        if args[0] == "sort":
+            raise CohortflowError(f"{what}: samtools sort failed: No space left on device")
+        return real(args, what)
+
+    monkeypatch.setattr(align, "samtools", full)
+    fq1, fq2 = _many_pairs(tiny, tmp_path, 300)  # ~1 MB of records: the pipe fills and breaks
+    out = tmp_path / "o" / "S1.bam"
+    with pytest.raises(CohortflowError, match=r"sorting alignments of S1 .*No space left"):
+        align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], out)
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+    monkeypatch.setattr(align, "samtools", real)
+    children: list[int] = []
+    in_child = align.in_child
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        pid, fd = in_child(*args, **kwargs)
+        children.append(pid)
+        return pid, fd
+
+    monkeypatch.setattr(align, "in_child", recorded)
+    bad2 = tmp_path / "bad_2.fq"
+    lines = fq2.read_text().splitlines()
+    bad2.write_text("\n".join(lines[:-2]) + "\n")  # the last record cut after its sequence
+    with pytest.raises(CohortflowError, match="bad_2.fq"):
+        align_sample("S1", [FastqUnit("L1", fq1, bad2)], tiny["ref"], out)
+    assert len(children) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(children[0], os.WNOHANG)  # killed and reaped
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
 def test_missing_or_stale_fai(tiny: dict, tmp_path: Path) -> None:
