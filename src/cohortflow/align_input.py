@@ -11,8 +11,11 @@ one); :func:`extract_read_pairs` turns it back into a FASTQ pair for realignment
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import select
+from collections.abc import Callable
 from pathlib import Path
 
 import pysam
@@ -20,6 +23,7 @@ from isal import igzip
 
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
+from cohortflow.forks import from_child, in_child, stop_child, widen_pipe
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -245,18 +249,14 @@ def extract_read_pairs(
     check_alignment(source, reference, sample)
     extra = str(max(1, threads) - 1)
     with scratch_dir(out_fq1, "extract") as workdir:
-        collated = workdir / "collated.bam"
-        samtools(
-            ["collate", "-@", extra, "-u", "--reference", reference, "-o", collated, source,
-             workdir / "collate"],
-            f"grouping the mates of {source}",
-        )  # fmt: skip
         with atomic_outputs(out_fq1, out_fq2) as (t1, t2):
             singles = workdir / "singletons.fq"
-            samtools(
-                ["fastq", "-@", extra, "-F", "0x900", "-n", "-c", "6", "-1", t1, "-2", t2,
-                 "-0", os.devnull, "-s", singles, collated],
-                f"extracting reads of {source}",
+            _collate_into_fastq(
+                lambda out: ["collate", "-@", extra, "-u", "--reference", reference, "-o", out,
+                             source, workdir / "collate"],
+                lambda into: ["fastq", "-@", extra, "-F", "0x900", "-n", "-c", "6", "-1", t1,
+                              "-2", t2, "-0", os.devnull, "-s", singles, into],
+                source,
             )  # fmt: skip
             dropped = sum(1 for _ in open(singles)) // 4 if singles.exists() else 0
             if dropped:
@@ -266,6 +266,45 @@ def extract_read_pairs(
                 raise CohortflowError(f"{source}: no read pairs to realign; check the file")
     log.info("%s: %d pairs extracted for realignment", source, pairs)
     return pairs
+
+
+def _collate_into_fastq(
+    collate: Callable[[str], list[str | Path]],
+    fastq: Callable[[str], list[str | Path]],
+    source: Path,
+) -> None:
+    """``samtools collate`` in a forked child writing into a pipe that ``samtools fastq``
+    (here) reads: the collated records, uncompressed (300 GB for a 30x genome), never reach
+    the disk. ``collate(out)`` and ``fastq(into)`` give the arguments for the pipe's ends.
+    The collate's error comes first: a fastq pass that fails on a cut stream only echoes it."""
+    read_fd, write_fd = os.pipe()
+    widen_pipe(write_fd)
+    grouping = f"grouping the mates of {source}"
+    try:
+        args = collate(f"/dev/fd/{write_fd}")
+        pid, status_fd = in_child(functools.partial(samtools, args, grouping), close=[read_fd])
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child's copy is the only one left: its exit ends the stream
+    try:
+        samtools(fastq(f"/dev/fd/{read_fd}"), f"extracting reads of {source}")
+    except CohortflowError:
+        os.close(read_fd)
+        if select.select([status_fd], [], [], 0)[0]:
+            # the collate had ended (its result is waiting): if it failed, the fastq pass
+            # only saw its stream cut, and the collate's error is the one to report
+            from_child(pid, status_fd, grouping)
+        else:
+            stop_child(pid, status_fd)  # the fastq pass failed by itself
+        raise
+    except BaseException:
+        os.close(read_fd)
+        stop_child(pid, status_fd)
+        raise
+    os.close(read_fd)
+    from_child(pid, status_fd, grouping)  # a collate that failed after a clean cut
 
 
 def _count_fastq(path: Path) -> int:

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pysam
 import pytest
@@ -174,6 +175,90 @@ def test_extract_read_pairs_restores_reads(tiny: dict, tmp_path: Path) -> None:
     assert r1[4 * i + 1] == seq[100:150]
     assert r2[4 * i + 1] == seq[300:350].translate(comp)[::-1]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+@pytest.mark.shared
+def test_extracted_pairs_stream_from_collate_and_equal_a_collated_file(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """collate writes into a pipe (no collated BAM on disk); the FASTQ pair equals that of
+    samtools fastq run on a collated file, for a real BAM."""
+    import cohortflow.align_input as ai
+
+    d = shared_data / "deepvariant_chr20_b37"
+    bam, ref = d / "bam/NA12891.chr20.10_10p1mb_sorted.bam", d / "ref/hs37d5.chr20.fa.gz"
+    seen: list[list[str]] = []
+    real, in_child = ai.samtools, ai.in_child
+
+    def recorded(args: list, what: str) -> str:  # here: the fastq pass
+        seen.append([str(a) for a in args])
+        return real(args, what)
+
+    def forked(work: Any, **kwargs: Any) -> tuple[int, int]:  # the collate, in the child
+        seen.append([str(a) for a in work.args[0]])
+        return in_child(work, **kwargs)
+
+    monkeypatch.setattr(ai, "samtools", recorded)
+    monkeypatch.setattr(ai, "in_child", forked)
+    fq1, fq2 = tmp_path / "a_R1.fq.gz", tmp_path / "a_R2.fq.gz"
+    pairs = extract_read_pairs(bam, ref, "NA12891", fq1, fq2)
+    collate = next(a for a in seen if a[0] == "collate")
+    assert collate[collate.index("-o") + 1].startswith("/dev/fd/")
+    assert next(a for a in seen if a[0] == "fastq")[-1].startswith("/dev/fd/")
+    collated = tmp_path / "collated.bam"
+    pysam.samtools.collate("-o", str(collated), str(bam), str(tmp_path / "c"), catch_stdout=False)
+    b1, b2 = tmp_path / "b_R1.fq.gz", tmp_path / "b_R2.fq.gz"
+    pysam.samtools.fastq("-F", "0x900", "-n", "-1", str(b1), "-2", str(b2), "-0", os.devnull,
+                         "-s", os.devnull, str(collated), catch_stdout=False)  # fmt: skip
+    for ours, direct in ((fq1, b1), (fq2, b2)):
+        with gzip.open(ours, "rt") as a, gzip.open(direct, "rt") as b:
+            assert a.read() == b.read()
+    with gzip.open(b1, "rt") as fh:
+        assert pairs == sum(1 for _ in fh) // 4 == 1258
+
+
+def test_extract_failures_name_the_step_that_failed(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing collate is the error reported (the fastq pass only sees its stream cut); a
+    fastq pass failing by itself is reported and the collate child is killed and reaped."""
+    import time
+
+    import cohortflow.align_input as ai
+
+    real, in_child = ai.samtools, ai.in_child
+    children: list[int] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        pid, fd = in_child(*args, **kwargs)
+        children.append(pid)
+        return pid, fd
+
+    def collate_fails(args: list, what: str) -> str:
+        if args[0] == "collate":
+            raise CohortflowError(f"{what}: samtools collate failed: No space left on device")
+        return real(args, what)
+
+    def fastq_fails(args: list, what: str) -> str:
+        if args[0] == "fastq":
+            raise CohortflowError(f"{what}: samtools fastq failed: No space left on device")
+        if args[0] == "collate":
+            time.sleep(120)  # a long collate: it must be killed, not waited for
+        return real(args, what)
+
+    monkeypatch.setattr(ai, "in_child", recorded)
+    fq1, fq2 = tmp_path / "o" / "r_R1.fq.gz", tmp_path / "o" / "r_R2.fq.gz"
+    for fake, step in ((collate_fails, "grouping the mates"), (fastq_fails, "extracting reads")):
+        monkeypatch.setattr(ai, "samtools", fake)
+        start = time.monotonic()
+        with pytest.raises(CohortflowError, match=f"{step} of .*S1.bam: .*No space left"):
+            extract_read_pairs(tiny["bam"], tiny["ref"], "S1", fq1, fq2)
+        assert time.monotonic() - start < 60
+        assert not fq1.parent.exists() or list(fq1.parent.iterdir()) == []
+    assert len(children) == 2
+    for pid in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped
 
 
 @pytest.mark.shared
