@@ -518,9 +518,9 @@ def _map_and_sort(
     """Map every unit (:func:`_write_unsorted`) into ``samtools sort_args`` as they come.
 
     The sort runs in a forked child and reads the mapped records from a pipe, so the
-    unsorted records are never written to disk: uncompressed, as they were, they took about
-    300 bytes per read pair, some 250 GB for a 30x genome. A sort that fails (its temporary
-    disk full) is the error reported; a mapping error stops the sort.
+    unsorted records are never written to disk: uncompressed, as they were, they took 525
+    bytes per 2x101 bp pair of the bench reads, some 200 GB for a 30x genome. A sort that
+    fails (its temporary disk full) is the error reported; a mapping error stops the sort.
     """
     read_fd, write_fd = os.pipe()
     widen_pipe(write_fd)

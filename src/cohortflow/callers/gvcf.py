@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 REF_BLOCK_ALTS = frozenset({"<*>", "<NON_REF>"})
 GQ_CAP = 99
-# Depth is counted in windows of this many bp (16 MB of counts per window).
+# Depth is counted in windows of this many bp (about 24 MB of counts per window).
 _WINDOW = 1_000_000
 _SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400 | 0x800
 
@@ -86,7 +86,8 @@ class DepthCounter:
     Blocks are asked for in order and are mostly a few bp long (GATK bands its blocks by GQ),
     so the depth is counted a window of ``_WINDOW`` bp at a time and blocks are sliced out of
     the last window. Counting each block by itself visited every read once per block over it:
-    about 0.5 ms per block at 30x, 15-30 hours for a genome's blocks.
+    on 52x reads (bench_gvcf_depth.py), 20,000 blocks of 5 bp took 44.5 s that way and 0.49 s
+    windowed.
     """
 
     def __init__(self, bam: Path, reference: Path, min_mapq: int, min_baseq: int) -> None:
