@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from cohortflow import __version__
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
 from cohortflow.fastq import FastqRecord, read_pairs
-from cohortflow.forks import from_child, in_child, stop_child, widen_pipe
+from cohortflow.forks import ChildFailed, ended, from_child, in_child, stop_child, widen_pipe
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -512,40 +512,92 @@ def _map_and_sort(
     mapper: _Mapper,
     header: pysam.AlignmentHeader,
     threads: int,
-    sort_args: list[str | Path],
-    what: str,
+    sort: tuple[str, list[str | Path]],
+    out_bam: Path,
+    markdup: tuple[str, Callable[[int, str], list[str | Path]]] | None = None,
 ) -> dict[str, int]:
-    """Map every unit (:func:`_write_unsorted`) into ``samtools sort_args`` as they come.
+    """Map every unit (:func:`_write_unsorted`) into ``samtools sort`` and, with ``markdup``,
+    on into ``samtools markdup``; the result is ``out_bam``. Returns the mapping counts.
 
-    The sort runs in a forked child and reads the mapped records from a pipe, so the
-    unsorted records are never written to disk: uncompressed, as they were, they took 525
-    bytes per 2x101 bp pair of the bench reads, some 200 GB for a 30x genome. A sort that
-    fails (its temporary disk full) is the error reported; a mapping error stops the sort.
+    ``sort``: (what, its arguments without input and output); ``markdup``: (what, a function
+    of the longest read and the input giving its arguments, output included). The sort runs
+    in a forked child reading the records from a pipe as they are mapped; markdup, in a
+    second child started once the longest read is known, reads the sort's output from a
+    second pipe. No unsorted or sorted copy reaches the disk: uncompressed, as they were,
+    each took 525 bytes per 2x101 bp pair of the bench reads, some 200 GB for a 30x genome.
+    A sort that fails (its temporary disk full) is the error reported; a mapping error stops
+    the sort.
     """
-    read_fd, write_fd = os.pipe()
-    widen_pipe(write_fd)
+    sort_what, sort_args = sort
+    into_sort = os.pipe()
+    from_sort = os.pipe() if markdup is not None else None
+    ends = [*into_sort, *(from_sort or ())]
+    for pipe in (into_sort, from_sort):
+        if pipe is not None:
+            widen_pipe(pipe[1])
+    target = f"/dev/fd/{from_sort[1]}" if from_sort is not None else out_bam
+    keep = {into_sort[0], *((from_sort[1],) if from_sort is not None else ())}
     try:
-        args = [*sort_args, f"/dev/fd/{read_fd}"]
-        pid, status_fd = in_child(functools.partial(samtools, args, what), close=[write_fd])
-    finally:
-        os.close(read_fd)  # the child's copy is the one the sort reads
+        args = [*sort_args, "-o", target, f"/dev/fd/{into_sort[0]}"]
+        sorting = in_child(
+            functools.partial(samtools, args, sort_what),
+            close=[fd for fd in ends if fd not in keep],
+        )
+    except BaseException:
+        for fd in ends:
+            os.close(fd)
+        raise
+    for fd in keep:
+        os.close(fd)  # the sort's copies are the ones in use
+    reading = from_sort[0] if from_sort is not None else None
     try:
-        counts = _write_unsorted(sample, units, mapper, header, f"/dev/fd/{write_fd}", threads)
+        counts = _write_unsorted(sample, units, mapper, header, f"/dev/fd/{into_sort[1]}", threads)
     except OSError:
-        os.close(write_fd)
+        # writing failed because the sort stopped reading: its own error says why
+        _close(into_sort[1], reading)
         try:
-            # writing failed because the sort stopped reading: its own error says why
-            from_child(pid, status_fd, what)
+            from_child(*sorting, sort_what)
         except CohortflowError as exc:
             raise exc from None
         raise
     except BaseException:  # a mapping error (bad FASTQ) or an interrupt: stop the sort
-        os.close(write_fd)
-        stop_child(pid, status_fd)
+        _close(into_sort[1], reading)
+        stop_child(*sorting)
         raise
-    os.close(write_fd)  # the end of the records: the sort can finish
-    from_child(pid, status_fd, what)
+    os.close(into_sort[1])  # the end of the records: the sort can finish
+    if markdup is None or reading is None:
+        from_child(*sorting, sort_what)
+        return counts
+    dup_what, dup_args = markdup
+    try:
+        args = dup_args(counts["max_read_length"], f"/dev/fd/{reading}")
+        marking = in_child(functools.partial(samtools, args, dup_what))
+    except BaseException:
+        os.close(reading)
+        stop_child(*sorting)
+        raise
+    os.close(reading)
+    try:
+        from_child(*marking, dup_what)
+    except ChildFailed as dup_error:
+        if not ended(sorting[1]):
+            stop_child(*sorting)  # markdup failed by itself while the sort still ran
+            raise
+        try:
+            from_child(*sorting, sort_what)
+        except ChildFailed as sort_error:
+            # the first to fail is the cause: a sort that failed (temporary disk full) cut
+            # markdup's input short; a markdup that failed broke the sort's output pipe
+            raise (sort_error if sort_error.at < dup_error.at else dup_error) from None
+        raise
+    from_child(*sorting, sort_what)
     return counts
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
 
 
 def _check_units(sample: str, units: Sequence[FastqUnit]) -> None:
@@ -612,24 +664,23 @@ def align_sample(
         with scratch_dir(out_bam, "align") as workdir:
             log.info("%s: aligning %d unit(s) with %d thread(s)", sample, len(units), threads)
             tmp_bam = workdir / "final.bam" if cram else tmp_out
-            what = f"sorting alignments of {sample} ({out_bam})"
-            sorted_bam = workdir / "sorted.bam" if markdup else tmp_bam
-            # the sorted file is an intermediate when markdup follows: skip compressing it
+            # the sort's output is an intermediate when markdup follows: skip compressing it
             level = ["-u"] if markdup else []
             sort_args: list[str | Path] = [
                 "sort", "-@", extra, "-m", "512M", *level, "-T", workdir / "sort", "--no-PG",
-                "-o", sorted_bam,
             ]  # fmt: skip
-            counts = _map_and_sort(sample, units, mapper, header, threads, sort_args, what)
-            counts["duplicates"] = 0
-            if markdup:
-                stats = workdir / "markdup.txt"
-                samtools(
-                    ["markdup", "-@", extra, "--no-PG", "-l", str(max(300, counts["max_read_length"])),
-                     "-T", workdir / "markdup", "-f", stats, sorted_bam, tmp_bam],
-                    f"marking duplicates of {sample} ({out_bam})",
-                )  # fmt: skip
-                counts["duplicates"] = _duplicates_from_stats(stats)
+            stats = workdir / "markdup.txt"
+
+            def markdup_args(longest: int, sorted_in: str) -> list[str | Path]:
+                return ["markdup", "-@", extra, "--no-PG", "-l", str(max(300, longest)),
+                        "-T", workdir / "markdup", "-f", stats, sorted_in, tmp_bam]  # fmt: skip
+
+            counts = _map_and_sort(
+                sample, units, mapper, header, threads,
+                (f"sorting alignments of {sample} ({out_bam})", sort_args), tmp_bam,
+                (f"marking duplicates of {sample} ({out_bam})", markdup_args) if markdup else None,
+            )  # fmt: skip
+            counts["duplicates"] = _duplicates_from_stats(stats) if markdup else 0
             if cram:
                 samtools(
                     ["view", "-@", extra, "--no-PG", "-C", "-T", reference, "-o", tmp_out,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import select
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from isal import igzip
 
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
-from cohortflow.forks import from_child, in_child, stop_child, widen_pipe
+from cohortflow.forks import ChildFailed, ended, from_child, in_child, stop_child, widen_pipe
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -291,13 +291,17 @@ def _collate_into_fastq(
     try:
         samtools(fastq(f"/dev/fd/{read_fd}"), f"extracting reads of {source}")
     except CohortflowError:
+        failed_at = time.monotonic()
         os.close(read_fd)
-        if select.select([status_fd], [], [], 0)[0]:
-            # the collate had ended (its result is waiting): if it failed, the fastq pass
-            # only saw its stream cut, and the collate's error is the one to report
-            from_child(pid, status_fd, grouping)
-        else:
+        if not ended(status_fd):
             stop_child(pid, status_fd)  # the fastq pass failed by itself
+            raise
+        try:
+            from_child(pid, status_fd, grouping)
+        except ChildFailed as collate_error:
+            # a collate that failed first cut the fastq pass's input short: the cause
+            if collate_error.at < failed_at:
+                raise collate_error from None
         raise
     except BaseException:
         os.close(read_fd)

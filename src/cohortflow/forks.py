@@ -11,14 +11,26 @@ import contextlib
 import fcntl
 import os
 import pickle
+import select
 import signal
+import time
 from collections.abc import Callable, Sequence
 
 from cohortflow.errors import CohortflowError
 
 
+class ChildFailed(CohortflowError):
+    """The error of a child of :func:`in_child`, with ``at``: when it failed (``time.monotonic``,
+    the same clock in every process). Of two steps joined by a pipe, the one that failed first
+    is the cause; the other one failed on a stream cut short (or a broken pipe)."""
+
+    def __init__(self, message: str, at: float) -> None:
+        super().__init__(message)
+        self.at = at
+
+
 def in_child(work: Callable[[], str], close: Sequence[int] = ()) -> tuple[int, int]:
-    """Fork a child that runs ``work()`` and sends ``(ok, text)`` back through a pipe.
+    """Fork a child that runs ``work()`` and sends ``(ok, text, when)`` back through a pipe.
 
     Returns ``(pid, read_fd)`` for :func:`from_child`. The child first closes ``close`` (its
     copies of descriptors it must not hold: a pipe's write end left open in a reader would
@@ -35,9 +47,9 @@ def in_child(work: Callable[[], str], close: Sequence[int] = ()) -> tuple[int, i
             for fd in close:
                 os.close(fd)
             try:
-                payload: tuple[bool, str] = (True, work())
+                payload: tuple[bool, str, float] = (True, work(), time.monotonic())
             except CohortflowError as exc:
-                payload, code = (False, str(exc)), 1
+                payload, code = (False, str(exc), time.monotonic()), 1
             with os.fdopen(write_fd, "wb") as fh:
                 fh.write(pickle.dumps(payload))
         except BaseException:
@@ -49,20 +61,27 @@ def in_child(work: Callable[[], str], close: Sequence[int] = ()) -> tuple[int, i
 
 
 def from_child(pid: int, read_fd: int, what: str) -> str:
-    """The text the child of :func:`in_child` sent; CohortflowError if it failed or died."""
+    """The text the child of :func:`in_child` sent; :class:`ChildFailed` if it failed or died
+    (for a death, ``at`` is when it was reaped)."""
     with os.fdopen(read_fd, "rb") as fh:
         data = fh.read()
     _, status = os.waitpid(pid, 0)
     if data:
-        ok, text = pickle.loads(data)
+        ok, text, at = pickle.loads(data)
         if not ok:
-            raise CohortflowError(text)
+            raise ChildFailed(text, at)
         return text
     if os.WIFSIGNALED(status):
         cause = f"killed by signal {os.WTERMSIG(status)}"
     else:
         cause = f"exit code {os.waitstatus_to_exitcode(status)}"
-    raise CohortflowError(f"{what}: the worker process failed ({cause})")
+    raise ChildFailed(f"{what}: the worker process failed ({cause})", time.monotonic())
+
+
+def ended(read_fd: int) -> bool:
+    """True when the child of :func:`in_child` reading into ``read_fd`` has finished (its
+    result waits in the pipe, or the pipe is closed), without waiting."""
+    return bool(select.select([read_fd], [], [], 0)[0])
 
 
 def stop_child(pid: int, read_fd: int) -> None:

@@ -254,6 +254,46 @@ def test_the_sort_reads_the_mapped_records_from_a_pipe(
         assert [r.to_string() for r in a] == [r.to_string() for r in b]
 
 
+def test_markdup_reads_the_sort_from_a_pipe(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With markdup the sorted records go to samtools markdup through a second pipe: neither
+    an unsorted nor a sorted file is written, and the BAM equals markdup run on a sorted
+    file."""
+    import cohortflow.align as align
+
+    commands: list[list[str]] = []
+    in_child = align.in_child
+
+    def forked(work: Any, **kwargs: Any) -> tuple[int, int]:
+        commands.append([str(a) for a in work.args[0]])
+        return in_child(work, **kwargs)
+
+    monkeypatch.setattr(align, "in_child", forked)
+    fq1, fq2 = _many_pairs(tiny, tmp_path, 100)
+    out = tmp_path / "o" / "S1.bam"
+    counts = align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], out)
+    sort, markdup = commands
+    assert sort[0] == "sort" and sort[sort.index("-o") + 1].startswith("/dev/fd/")
+    assert sort[-1].startswith("/dev/fd/")
+    assert markdup[0] == "markdup" and markdup[-2].startswith("/dev/fd/")
+    # the same records and duplicate count as markdup on a sorted file
+    plain = tmp_path / "p" / "S1.bam"
+    monkeypatch.setattr(align, "in_child", in_child)
+    align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], plain, markdup=False)
+    by_file = tmp_path / "by_file.bam"
+    pysam.samtools.markdup("--no-PG", "-l", "300", "-f", str(tmp_path / "md.txt"), str(plain),
+                           str(by_file), catch_stdout=False)  # fmt: skip
+    with pysam.AlignmentFile(str(out)) as a, pysam.AlignmentFile(str(by_file)) as b:
+        ours, theirs = [r.to_string() for r in a], [r.to_string() for r in b]
+    assert ours == theirs
+    dups = sum(1 for line in ours if int(line.split("\t")[1]) & 0x400)
+    # the copies of a pair are duplicates of each other: most records are flagged
+    stats = (tmp_path / "md.txt").read_text()
+    total = int(stats.split("DUPLICATE TOTAL:", 1)[1].split()[0])
+    assert counts["duplicates"] == dups == total > 1000
+
+
 def _aligner_and_names(ref: Path) -> tuple[Any, list[str]]:
     from cohortflow.align import load_aligner
 
@@ -280,7 +320,18 @@ def test_a_failing_sort_is_the_error_and_a_mapping_error_stops_the_sort(
     monkeypatch.setattr(align, "samtools", full)
     fq1, fq2 = _many_pairs(tiny, tmp_path, 300)  # ~1 MB of records: the pipe fills and breaks
     out = tmp_path / "o" / "S1.bam"
-    with pytest.raises(CohortflowError, match=r"sorting alignments of S1 .*No space left"):
+    for markdup in (True, False):
+        with pytest.raises(CohortflowError, match=r"sorting alignments of S1 .*No space left"):
+            align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], out, markdup=markdup)
+        assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+    def markdup_fails(args: list, what: str) -> str:
+        if args[0] == "markdup":
+            raise CohortflowError(f"{what}: samtools markdup failed: no MC tag")
+        return real(args, what)
+
+    monkeypatch.setattr(align, "samtools", markdup_fails)
+    with pytest.raises(CohortflowError, match=r"marking duplicates of S1 .*no MC tag"):
         align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], out)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
