@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,27 @@ def run_pipeline() -> Callable[[Path], None]:
         assert out.returncode == 0, out.stderr[-5000:]
 
     return run
+
+
+def record_children(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make cohortflow's fork helper record the pid of every child it forks, under each name a
+    module imported it as; returns the list it fills."""
+    import cohortflow.align
+    import cohortflow.forks
+    import cohortflow.qc
+
+    children: list[int] = []
+    real = cohortflow.forks.in_child
+
+    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        pid, fd = real(*args, **kwargs)
+        children.append(pid)
+        return pid, fd
+
+    for module, name in (
+        (cohortflow.forks, "in_child"),
+        (cohortflow.qc, "_in_child"),
+        (cohortflow.align, "in_child"),
+    ):
+        monkeypatch.setattr(module, name, recorded)
+    return children

@@ -23,7 +23,7 @@ from isal import igzip
 
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
-from cohortflow.forks import ChildFailed, ended, from_child, in_child, stop_child, widen_pipe
+from cohortflow.forks import ChildFailed, ended, from_child, piped_child, stop_child
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -277,17 +277,10 @@ def _collate_into_fastq(
     (here) reads: the collated records, uncompressed (300 GB for a 30x genome), never reach
     the disk. ``collate(out)`` and ``fastq(into)`` give the arguments for the pipe's ends.
     The collate's error comes first: a fastq pass that fails on a cut stream only echoes it."""
-    read_fd, write_fd = os.pipe()
-    widen_pipe(write_fd)
     grouping = f"grouping the mates of {source}"
-    try:
-        args = collate(f"/dev/fd/{write_fd}")
-        pid, status_fd = in_child(functools.partial(samtools, args, grouping), close=[read_fd])
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)  # the child's copy is the only one left: its exit ends the stream
+    pid, status_fd, read_fd = piped_child(
+        lambda out: functools.partial(samtools, collate(out), grouping)
+    )
     try:
         samtools(fastq(f"/dev/fd/{read_fd}"), f"extracting reads of {source}")
     except CohortflowError:

@@ -60,6 +60,23 @@ def in_child(work: Callable[[], str], close: Sequence[int] = ()) -> tuple[int, i
     return pid, read_fd
 
 
+def piped_child(work_for: Callable[[str], Callable[[], str]]) -> tuple[int, int, int]:
+    """Fork a child running ``work_for(out)()``, ``out`` being the ``/dev/fd/N`` path of a
+    pipe's write end; returns ``(pid, status_fd, read_fd)``: this process reads what the child
+    writes from ``read_fd`` (and closes it), then collects the child with :func:`from_child`.
+    The child's exit closes the only write end left, which ends the stream."""
+    read_fd, write_fd = os.pipe()
+    widen_pipe(write_fd)
+    try:
+        pid, status_fd = in_child(work_for(f"/dev/fd/{write_fd}"), close=[read_fd])
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return pid, status_fd, read_fd
+
+
 def from_child(pid: int, read_fd: int, what: str) -> str:
     """The text the child of :func:`in_child` sent; :class:`ChildFailed` if it failed or died
     (for a death, ``at`` is when it was reaped)."""

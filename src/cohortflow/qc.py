@@ -64,8 +64,8 @@ from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
 from cohortflow.forks import from_child as _from_child
 from cohortflow.forks import in_child as _in_child
+from cohortflow.forks import piped_child, widen_pipe
 from cohortflow.forks import stop_child as _stop_child
-from cohortflow.forks import widen_pipe
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -336,17 +336,10 @@ def compute_coverage(
     """
     bed = Path(workdir) / "territory.bed"
     write_territory_bed(territory, bed)
-    read_fd, write_fd = os.pipe()
-    args = _depth_args(bed, reference, write_fd, bam)
-    try:
-        pid, status_fd = _in_child(
-            lambda: samtools(args, f"samtools depth of {bam}"), close=[read_fd]
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)  # the child's copy is the only one left: its exit ends the stream
+    what = f"samtools depth of {bam}"
+    pid, status_fd, read_fd = piped_child(
+        lambda out: functools.partial(samtools, _depth_args(bed, reference, out, bam), what)
+    )
     try:
         with open(read_fd, "rb") as stream:
             cov = depth_histograms(stream, territory)
@@ -357,9 +350,9 @@ def compute_coverage(
     return cov
 
 
-def _depth_args(bed: Path, reference: Path, out_fd: int, reads: Path | str) -> list[str | Path]:
-    """``samtools depth`` of ``reads`` over ``bed``, written to descriptor ``out_fd``."""
-    return ["depth", "-s", "-b", bed, "--reference", reference, "-o", f"/dev/fd/{out_fd}", reads]
+def _depth_args(bed: Path, reference: Path, out: str, reads: Path | str) -> list[str | Path]:
+    """``samtools depth`` of ``reads`` over ``bed``, written to ``out`` (a pipe's path)."""
+    return ["depth", "-s", "-b", bed, "--reference", reference, "-o", out, reads]
 
 
 def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -603,7 +596,7 @@ def _inflated_passes(
             f"samtools flagstat of {bam}",
         ),
         (
-            _depth_args(bed, reference, depth_out[1], f"/dev/fd/{depth_in[0]}"),
+            _depth_args(bed, reference, f"/dev/fd/{depth_out[1]}", f"/dev/fd/{depth_in[0]}"),
             (depth_in[0], depth_out[1]),
             f"samtools depth of {bam}",
         ),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pysam
 import pytest
+from conftest import record_children
 
 from cohortflow.align import (
     FLAG_PROPER,
@@ -336,15 +337,7 @@ def test_a_failing_sort_is_the_error_and_a_mapping_error_stops_the_sort(
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
     monkeypatch.setattr(align, "samtools", real)
-    children: list[int] = []
-    in_child = align.in_child
-
-    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
-        pid, fd = in_child(*args, **kwargs)
-        children.append(pid)
-        return pid, fd
-
-    monkeypatch.setattr(align, "in_child", recorded)
+    children = record_children(monkeypatch)
     bad2 = tmp_path / "bad_2.fq"
     lines = fq2.read_text().splitlines()
     bad2.write_text("\n".join(lines[:-2]) + "\n")  # the last record cut after its sequence

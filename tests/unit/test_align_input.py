@@ -11,6 +11,7 @@ from typing import Any
 
 import pysam
 import pytest
+from conftest import record_children
 
 from cohortflow.align_input import (
     BGZF_EOF,
@@ -187,8 +188,10 @@ def test_extracted_pairs_stream_from_collate_and_equal_a_collated_file(
 
     d = shared_data / "deepvariant_chr20_b37"
     bam, ref = d / "bam/NA12891.chr20.10_10p1mb_sorted.bam", d / "ref/hs37d5.chr20.fa.gz"
+    import cohortflow.forks as forks
+
     seen: list[list[str]] = []
-    real, in_child = ai.samtools, ai.in_child
+    real, in_child = ai.samtools, forks.in_child
 
     def recorded(args: list, what: str) -> str:  # here: the fastq pass
         seen.append([str(a) for a in args])
@@ -199,7 +202,7 @@ def test_extracted_pairs_stream_from_collate_and_equal_a_collated_file(
         return in_child(work, **kwargs)
 
     monkeypatch.setattr(ai, "samtools", recorded)
-    monkeypatch.setattr(ai, "in_child", forked)
+    monkeypatch.setattr(forks, "in_child", forked)
     fq1, fq2 = tmp_path / "a_R1.fq.gz", tmp_path / "a_R2.fq.gz"
     pairs = extract_read_pairs(bam, ref, "NA12891", fq1, fq2)
     collate = next(a for a in seen if a[0] == "collate")
@@ -226,13 +229,7 @@ def test_extract_failures_name_the_step_that_failed(
 
     import cohortflow.align_input as ai
 
-    real, in_child = ai.samtools, ai.in_child
-    children: list[int] = []
-
-    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
-        pid, fd = in_child(*args, **kwargs)
-        children.append(pid)
-        return pid, fd
+    real = ai.samtools
 
     def collate_fails(args: list, what: str) -> str:
         if args[0] == "collate":
@@ -246,7 +243,7 @@ def test_extract_failures_name_the_step_that_failed(
             time.sleep(120)  # a long collate: it must be killed, not waited for
         return real(args, what)
 
-    monkeypatch.setattr(ai, "in_child", recorded)
+    children = record_children(monkeypatch)
     fq1, fq2 = tmp_path / "o" / "r_R1.fq.gz", tmp_path / "o" / "r_R2.fq.gz"
     for fake, step in ((collate_fails, "grouping the mates"), (fastq_fails, "extracting reads")):
         monkeypatch.setattr(ai, "samtools", fake)

@@ -7,11 +7,11 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pysam
 import pytest
+from conftest import record_children
 
 from cohortflow.errors import CohortflowError
 from cohortflow.qc import (
@@ -358,22 +358,6 @@ def _unreadable(*args: object) -> None:
     raise CohortflowError("depth output: bad line")
 
 
-def _recording_children(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make qc._in_child record the pid of every child it forks; returns the list it fills."""
-    import cohortflow.qc as qc
-
-    children: list[int] = []
-    in_child = qc._in_child
-
-    def recorded(*args: Any, **kwargs: Any) -> tuple[int, int]:
-        pid, fd = in_child(*args, **kwargs)
-        children.append(pid)
-        return pid, fd
-
-    monkeypatch.setattr(qc, "_in_child", recorded)
-    return children
-
-
 def test_coverage_failures_stop_the_depth_child(
     tiny_bam: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -401,7 +385,7 @@ def test_coverage_failures_stop_the_depth_child(
 
     monkeypatch.setattr(qc, "samtools", slow)
     monkeypatch.setattr(qc, "depth_histograms", _unreadable)
-    children = _recording_children(monkeypatch)
+    children = record_children(monkeypatch)
     start = time.monotonic()
     with pytest.raises(CohortflowError, match="bad line"):
         qc.compute_coverage(tiny_bam["bam"], tiny_bam["ref"], territory, tmp_path)
@@ -508,7 +492,7 @@ def test_a_failing_main_pass_stops_the_children(
 
     monkeypatch.setattr(qc, "samtools", slow_stats)
     monkeypatch.setattr(qc, "depth_histograms", _unreadable)
-    children = _recording_children(monkeypatch)
+    children = record_children(monkeypatch)
     aln = tiny_bam["bam"] if kind == "bam" else tiny_cram
     start = time.monotonic()
     with pytest.raises(CohortflowError, match="bad line"):
