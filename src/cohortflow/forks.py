@@ -2,7 +2,8 @@
 
 pysam runs samtools in-process, holds the GIL while it does and redirects the process-wide
 stdout: two samtools commands cannot run side by side in one process, nor can a thread read a
-pipe that samtools writes. A forked child can. The QC's passes and the aligner's sort use this.
+pipe that samtools writes. A forked child can. The QC's passes, the aligner's sort and
+markdup, and read extraction's collate run this way, joined by pipes.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def from_child(pid: int, read_fd: int, what: str) -> str:
 
 
 def ended(read_fd: int) -> bool:
-    """True when the child of :func:`in_child` reading into ``read_fd`` has finished (its
-    result waits in the pipe, or the pipe is closed), without waiting."""
+    """True when the child of :func:`in_child` whose result comes through ``read_fd`` has
+    finished (the result waits in the pipe, or the pipe is closed); does not wait."""
     return bool(select.select([read_fd], [], [], 0)[0])
 
 
