@@ -549,3 +549,38 @@ def test_vep_and_snpeff_commands(tmp_path: Path) -> None:
     ]
     with pytest.raises(CohortflowError, match="database name"):
         snpeff_command(tmp_path / "in.vcf", "GRCh38; rm -rf /")
+
+
+@pytest.mark.shared
+def test_a_whole_clinvar_release_fits_the_memory_asked_for_it(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The KB of a whole ClinVar release (2016, 136,095 alleles) built without a reference,
+    loaded and re-keyed onto a reference as annotate_variants does, in a fresh process: the
+    memory it takes is within what the cluster request adds for it (resources.kb_mem_mb)."""
+    import subprocess
+    import sys
+
+    from cohortflow.resources import kb_mem_mb
+
+    kb = tmp_path / "kb"
+    build_kb(shared_data / "clinvar/macarthur_b37/clinvar_macarthur_20160910.b37.vcf.gz", kb)
+    ref = shared_data / "deepvariant_chr20_b37/ref/hs37d5.chr20.fa.gz"
+    code = (
+        "import pysam\n"
+        "from pathlib import Path\n"
+        "from cohortflow.annotate import _load_kb_tables\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS'):\n"
+        "            return int(line.split()[1]) / 1024\n"
+        f"ref = Path({str(ref)!r})\n"
+        "with pysam.FastaFile(str(ref)) as f:\n"
+        "    lengths = dict(zip(f.references, f.lengths))\n"
+        "before = rss()\n"
+        f"tables = _load_kb_tables(Path({str(kb)!r}), ref, lengths)\n"
+        "print(rss() - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown = float(out.stdout.split()[-1])
+    assert 60 < grown <= kb_mem_mb(kb), (grown, kb_mem_mb(kb))

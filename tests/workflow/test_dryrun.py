@@ -188,3 +188,29 @@ def test_external_callers_get_their_own_memory_on_top(tmp_path: Path) -> None:
     assert builtin["mem_mb"] == str(mem_mb("call_variants", 4096)) == "2000"
     assert gatk["mem_mb"] == str(mem_mb("call_variants", 4096, 1, MEM_MB)) == "7100"
     assert MEM_MB == 5120
+
+
+def test_annotation_asks_for_the_knowledge_base_it_loads(tmp_path: Path) -> None:
+    """Snakemake sizes the results/kb folder as 4 KB; the request adds 60 MB per MB of the
+    KB's files (annotate_variants holds the KB's tables in memory)."""
+    import os
+
+    from cohortflow.resources import KB_MB_PER_MB, kb_mem_mb, mem_mb
+
+    project = _project(
+        tmp_path, "sample\tunit\tfq1\tfq2\tbam\tgvcf\tvcf\nD\tl1\t\t\t\t\td.vcf.gz\n"
+    )
+    (project / "samples.tsv").write_text("sample\tsex\tbatch\nD\tfemale\tb1\n")
+    kb = project / "results" / "kb"
+    kb.mkdir(parents=True)
+    with open(kb / "clinvar.parquet", "wb") as fh:
+        fh.truncate(60 * 2**20)  # a whole ClinVar release's table is about this size, sparse
+    (kb / "manifest.json").write_text("{}")
+    later = (project / "clinvar.vcf.gz").stat().st_mtime + 10
+    for path in (kb / "clinvar.parquet", kb / "manifest.json", kb):
+        os.utime(path, (later, later))  # built after its inputs: build_kb does not run again
+    out = _snakemake(project, "-n", "--cores", "2")
+    assert out.returncode == 0, out.stderr + out.stdout
+    request = _resources(out)["annotate_variants"]["mem_mb"]
+    assert kb_mem_mb(kb) == 60 * KB_MB_PER_MB + 1  # the manifest's 2 bytes round up
+    assert request == str(mem_mb("annotate_variants", 0.0, 1, kb_mem_mb(kb))) == "5200"

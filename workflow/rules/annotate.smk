@@ -40,7 +40,7 @@ rule annotate_variants:
     benchmark:
         "benchmarks/annotate_variants/{sample}.tsv"
     resources:
-        mem_mb=mem_for("annotate_variants"),
+        mem_mb=kb_mem_for("annotate_variants"),
         runtime=runtime_for("annotate_variants"),
     conda:
         "../../envs/cohortflow.yaml"

@@ -61,6 +61,13 @@ def caller_mem_for(rule):
     return lambda wc, input, attempt: RES.mem_mb(rule, input.size_mb, attempt, extra)
 
 
+def kb_mem_for(name):
+    """mem_for(name) plus the memory for the knowledge base the job loads (its input ``kb``)."""
+    return lambda wc, input, attempt: RES.mem_mb(
+        name, input.size_mb, attempt, RES.kb_mem_mb(input.kb)
+    )
+
+
 def runtime_for(rule, only=None):
     """Cluster wall-time request (minutes) growing with the job's input size, or with the size
     of its inputs named in ``only`` (an aligner's reads, not its index)."""
