@@ -69,11 +69,9 @@ def run_pipeline() -> Callable[[Path], None]:
 
 
 def record_children(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make cohortflow's fork helper record the pid of every child it forks, under each name a
-    module imported it as; returns the list it fills."""
-    import cohortflow.align
+    """Make cohortflow's fork helper record the pid of every child it forks; returns the list
+    it fills."""
     import cohortflow.forks
-    import cohortflow.qc
 
     children: list[int] = []
     real = cohortflow.forks.in_child
@@ -83,10 +81,5 @@ def record_children(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         children.append(pid)
         return pid, fd
 
-    for module, name in (
-        (cohortflow.forks, "in_child"),
-        (cohortflow.qc, "_in_child"),
-        (cohortflow.align, "in_child"),
-    ):
-        monkeypatch.setattr(module, name, recorded)
+    monkeypatch.setattr(cohortflow.forks, "in_child", recorded)
     return children

@@ -37,11 +37,10 @@ from typing import NamedTuple
 import mappy
 import pysam
 
-from cohortflow import __version__
+from cohortflow import __version__, forks
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
 from cohortflow.fastq import FastqRecord, read_pairs
-from cohortflow.forks import ChildFailed, ended, from_child, in_child, stop_child, widen_pipe
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -534,12 +533,12 @@ def _map_and_sort(
     ends = [*into_sort, *(from_sort or ())]
     for pipe in (into_sort, from_sort):
         if pipe is not None:
-            widen_pipe(pipe[1])
+            forks.widen_pipe(pipe[1])
     target = f"/dev/fd/{from_sort[1]}" if from_sort is not None else out_bam
     keep = {into_sort[0], *((from_sort[1],) if from_sort is not None else ())}
     try:
         args = [*sort_args, "-o", target, f"/dev/fd/{into_sort[0]}"]
-        sorting = in_child(
+        sorting = forks.in_child(
             functools.partial(samtools, args, sort_what),
             close=[fd for fd in ends if fd not in keep],
         )
@@ -556,41 +555,41 @@ def _map_and_sort(
         # writing failed because the sort stopped reading: its own error says why
         _close(into_sort[1], reading)
         try:
-            from_child(*sorting, sort_what)
+            forks.from_child(*sorting, sort_what)
         except CohortflowError as exc:
             raise exc from None
         raise
     except BaseException:  # a mapping error (bad FASTQ) or an interrupt: stop the sort
         _close(into_sort[1], reading)
-        stop_child(*sorting)
+        forks.stop_child(*sorting)
         raise
     os.close(into_sort[1])  # the end of the records: the sort can finish
     if markdup is None or reading is None:
-        from_child(*sorting, sort_what)
+        forks.from_child(*sorting, sort_what)
         return counts
     dup_what, dup_args = markdup
     try:
         args = dup_args(counts["max_read_length"], f"/dev/fd/{reading}")
-        marking = in_child(functools.partial(samtools, args, dup_what))
+        marking = forks.in_child(functools.partial(samtools, args, dup_what))
     except BaseException:
         os.close(reading)
-        stop_child(*sorting)
+        forks.stop_child(*sorting)
         raise
     os.close(reading)
     try:
-        from_child(*marking, dup_what)
-    except ChildFailed as dup_error:
-        if not ended(sorting[1]):
-            stop_child(*sorting)  # markdup failed by itself while the sort still ran
+        forks.from_child(*marking, dup_what)
+    except forks.ChildFailed as dup_error:
+        if not forks.ended(sorting[1]):
+            forks.stop_child(*sorting)  # markdup failed by itself while the sort still ran
             raise
         try:
-            from_child(*sorting, sort_what)
-        except ChildFailed as sort_error:
+            forks.from_child(*sorting, sort_what)
+        except forks.ChildFailed as sort_error:
             # the first to fail is the cause: a sort that failed (temporary disk full) cut
             # markdup's input short; a markdup that failed broke the sort's output pipe
             raise (sort_error if sort_error.at < dup_error.at else dup_error) from None
         raise
-    from_child(*sorting, sort_what)
+    forks.from_child(*sorting, sort_what)
     return counts
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pysam
 from isal import igzip
 
+from cohortflow import forks
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
-from cohortflow.forks import ChildFailed, ended, from_child, piped_child, stop_child
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def _collate_into_fastq(
     the disk. ``collate(out)`` and ``fastq(into)`` give the arguments for the pipe's ends.
     The collate's error comes first: a fastq pass that fails on a cut stream only echoes it."""
     grouping = f"grouping the mates of {source}"
-    pid, status_fd, read_fd = piped_child(
+    pid, status_fd, read_fd = forks.piped_child(
         lambda out: functools.partial(samtools, collate(out), grouping)
     )
     try:
@@ -286,22 +286,22 @@ def _collate_into_fastq(
     except CohortflowError:
         failed_at = time.monotonic()
         os.close(read_fd)
-        if not ended(status_fd):
-            stop_child(pid, status_fd)  # the fastq pass failed by itself
+        if not forks.ended(status_fd):
+            forks.stop_child(pid, status_fd)  # the fastq pass failed by itself
             raise
         try:
-            from_child(pid, status_fd, grouping)
-        except ChildFailed as collate_error:
+            forks.from_child(pid, status_fd, grouping)
+        except forks.ChildFailed as collate_error:
             # a collate that failed first cut the fastq pass's input short: the cause
             if collate_error.at < failed_at:
                 raise collate_error from None
         raise
     except BaseException:
         os.close(read_fd)
-        stop_child(pid, status_fd)
+        forks.stop_child(pid, status_fd)
         raise
     os.close(read_fd)
-    from_child(pid, status_fd, grouping)  # a collate that failed after a clean cut
+    forks.from_child(pid, status_fd, grouping)  # a collate that failed after a clean cut
 
 
 def _count_fastq(path: Path) -> int:

@@ -22,8 +22,11 @@ from cohortflow.errors import CohortflowError
 
 class ChildFailed(CohortflowError):
     """The error of a child of :func:`in_child`, with ``at``: when it failed (``time.monotonic``,
-    the same clock in every process). Of two steps joined by a pipe, the one that failed first
-    is the cause; the other one failed on a stream cut short (or a broken pipe)."""
+    the same clock in every process), taken as ``work()`` returns. Of two steps joined by a
+    pipe, the one that failed first is the cause; the other one failed on a stream cut short
+    (or a broken pipe). That holds only when the pipe closes after ``work()`` returns, at the
+    child's exit: a step that closes its own pipes inside ``work()`` may be timed after the
+    readers it cut off."""
 
     def __init__(self, message: str, at: float) -> None:
         super().__init__(message)

@@ -53,6 +53,7 @@ import pyarrow.csv as pacsv
 import pysam
 from isal import igzip, igzip_lib
 
+from cohortflow import forks
 from cohortflow.align_input import (
     alignment_kind,
     check_complete,
@@ -62,10 +63,6 @@ from cohortflow.align_input import (
 )
 from cohortflow.atomic import atomic_outputs, scratch_dir
 from cohortflow.errors import CohortflowError
-from cohortflow.forks import from_child as _from_child
-from cohortflow.forks import in_child as _in_child
-from cohortflow.forks import piped_child, widen_pipe
-from cohortflow.forks import stop_child as _stop_child
 from cohortflow.tools import samtools
 
 log = logging.getLogger(__name__)
@@ -337,16 +334,16 @@ def compute_coverage(
     bed = Path(workdir) / "territory.bed"
     write_territory_bed(territory, bed)
     what = f"samtools depth of {bam}"
-    pid, status_fd, read_fd = piped_child(
+    pid, status_fd, read_fd = forks.piped_child(
         lambda out: functools.partial(samtools, _depth_args(bed, reference, out, bam), what)
     )
     try:
         with open(read_fd, "rb") as stream:
             cov = depth_histograms(stream, territory)
     except BaseException:
-        _stop_child(pid, status_fd)
+        forks.stop_child(pid, status_fd)
         raise
-    _from_child(pid, status_fd, f"samtools depth of {bam}")
+    forks.from_child(pid, status_fd, f"samtools depth of {bam}")
     return cov
 
 
@@ -527,7 +524,7 @@ def _inflate_into(bam: Path, fds: Sequence[int], chunk: int = 1 << 20, ahead: in
     One thread per pipe writes from its own queue, so a fast reader runs up to ``ahead``
     chunks ahead of a slow one instead of waiting for it. A reader that stops early is skipped
     (its own error is the one it reports). Every pipe is closed at the end, also after an
-    error, so no reader waits forever. Returns "" (the :func:`_in_child` protocol).
+    error, so no reader waits forever. Returns "" (the :func:`cohortflow.forks.in_child` protocol).
     """
     queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=ahead) for _ in fds]
 
@@ -577,11 +574,11 @@ def _inflated_passes(
     stats_in, flagstat_in, depth_in, depth_out = os.pipe(), os.pipe(), os.pipe(), os.pipe()
     ends = [*stats_in, *flagstat_in, *depth_in, *depth_out]
     for _, write_end in (stats_in, flagstat_in, depth_in):
-        widen_pipe(write_end)
+        forks.widen_pipe(write_end)
     children: list[tuple[int, int, str]] = []
 
     def start(work: Callable[[], str], keep: tuple[int, ...], what: str) -> None:
-        pid, status_fd = _in_child(work, close=[fd for fd in ends if fd not in keep])
+        pid, status_fd = forks.in_child(work, close=[fd for fd in ends if fd not in keep])
         children.append((pid, status_fd, what))
 
     passes: list[tuple[list[str | Path], tuple[int, ...], str]] = [
@@ -611,7 +608,7 @@ def _inflated_passes(
         )
     except BaseException:
         for pid, status_fd, _ in children:
-            _stop_child(pid, status_fd)
+            forks.stop_child(pid, status_fd)
         os.close(depth_out[0])
         raise
     finally:
@@ -623,14 +620,15 @@ def _inflated_passes(
             cov = depth_histograms(stream, territory)
     except BaseException:
         for pid, status_fd, _ in children:
-            _stop_child(pid, status_fd)
+            forks.stop_child(pid, status_fd)
         raise
-    # the inflater's error first: a corrupt block makes every reader fail after it
+    # the inflater's error first: a corrupt block makes every reader fail after it (its own
+    # failure time would not tell: it closes the pipes, waking the readers, before it returns)
     texts: dict[str, str] = {}
     errors: list[CohortflowError] = []
     for pid, status_fd, what in reversed(children):
         try:
-            texts[what] = _from_child(pid, status_fd, what)
+            texts[what] = forks.from_child(pid, status_fd, what)
         except CohortflowError as exc:
             errors.append(exc)
     if errors:
@@ -664,14 +662,14 @@ def run_passes(
         idxstats_text, territory = _idxstats_and_territory(bam, reference, targets_bed)
         stats_text, flagstat_text, cov = _inflated_passes(bam, reference, territory, workdir)
         return stats_text, flagstat_text, idxstats_text, cov
-    pid, read_fd = _in_child(lambda: _samtools_stats(bam, reference))
+    pid, read_fd = forks.in_child(lambda: _samtools_stats(bam, reference))
     try:
         others = _other_passes(bam, reference, targets_bed, workdir)
     except BaseException:
         # this process's error is the one to report: stop the child rather than wait for it
-        _stop_child(pid, read_fd)
+        forks.stop_child(pid, read_fd)
         raise
-    return (_from_child(pid, read_fd, f"samtools stats of {bam}"), *others)
+    return (forks.from_child(pid, read_fd, f"samtools stats of {bam}"), *others)
 
 
 def _rounded(x: float | None, digits: int = 6) -> float | None:

@@ -261,16 +261,16 @@ def test_markdup_reads_the_sort_from_a_pipe(
     """With markdup the sorted records go to samtools markdup through a second pipe: neither
     an unsorted nor a sorted file is written, and the BAM equals markdup run on a sorted
     file."""
-    import cohortflow.align as align
+    import cohortflow.forks as forks
 
     commands: list[list[str]] = []
-    in_child = align.in_child
+    in_child = forks.in_child
 
     def forked(work: Any, **kwargs: Any) -> tuple[int, int]:
         commands.append([str(a) for a in work.args[0]])
         return in_child(work, **kwargs)
 
-    monkeypatch.setattr(align, "in_child", forked)
+    monkeypatch.setattr(forks, "in_child", forked)
     fq1, fq2 = _many_pairs(tiny, tmp_path, 100)
     out = tmp_path / "o" / "S1.bam"
     counts = align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], out)
@@ -280,7 +280,7 @@ def test_markdup_reads_the_sort_from_a_pipe(
     assert markdup[0] == "markdup" and markdup[-2].startswith("/dev/fd/")
     # the same records and duplicate count as markdup on a sorted file
     plain = tmp_path / "p" / "S1.bam"
-    monkeypatch.setattr(align, "in_child", in_child)
+    monkeypatch.setattr(forks, "in_child", in_child)
     align_sample("S1", [FastqUnit("L1", fq1, fq2)], tiny["ref"], plain, markdup=False)
     by_file = tmp_path / "by_file.bam"
     pysam.samtools.markdup("--no-PG", "-l", "300", "-f", str(tmp_path / "md.txt"), str(plain),
