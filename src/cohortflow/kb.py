@@ -23,17 +23,18 @@ import logging
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pysam
 
 from cohortflow import SCHEMA_VERSION, __version__
-from cohortflow.atomic import atomic_output
+from cohortflow.atomic import atomic_output, scratch_dir
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
 from cohortflow.normalize import normalize_allele
@@ -407,10 +408,11 @@ class _Normalizer:
     ref_lengths: dict[str, int] | None
     mapping: dict[str, str] = field(default_factory=dict)  # source contig -> reference contig
     unmapped: set[str] = field(default_factory=set)
-    contig_order: dict[str, None] = field(default_factory=dict)  # output contigs, first seen
+    contig_order: dict[str, int] = field(default_factory=dict)  # output contig -> first seen
     records: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     _warned: int = 0
+    _ref_rank: dict[str, int] | None = None
 
     def target(self, contig: str) -> str | None:
         """Reference name of ``contig`` (itself without a reference); None when unmapped."""
@@ -455,7 +457,7 @@ class _Normalizer:
         if target is None:
             self.skipped["contig_not_in_reference"] += 1
             return None
-        self.contig_order.setdefault(target, None)
+        self.contig_order.setdefault(target, len(self.contig_order))
         if self.fasta is None:
             pos1, ref, alt = trim_alleles(pos1, ref, alt)
             return target, pos1, ref, alt
@@ -468,6 +470,15 @@ class _Normalizer:
                 self._warned += 1
             return None
         return target, pos1, ref, alt
+
+    def rank(self, contig: str) -> int:
+        """Place of an output contig in the KB's order: the reference's order when there is
+        one, else the order the file first names them in."""
+        if self.ref_lengths is not None:
+            if self._ref_rank is None:
+                self._ref_rank = {name: i for i, name in enumerate(self.ref_lengths)}
+            return self._ref_rank[contig]
+        return self.contig_order[contig]
 
     def check_header(self, header: VcfText) -> None:
         """Refuse declared contigs that all miss the reference, or disagree in length."""
@@ -541,10 +552,10 @@ def _legacy_fields(info: dict[str, str], alt_index: int) -> dict[str, str | None
 
 
 def _clinvar_rows(
-    rows: Iterator[list[str]], normalizer: _Normalizer, release: str | None
-) -> tuple[dict[str, list[Any]], int]:
-    """ClinVar data lines -> column lists (one entry per kept allele) and the allele count."""
-    cols: dict[str, list[Any]] = {name: [] for name in CLINVAR_SCHEMA.names}
+    rows: Iterator[list[str]], normalizer: _Normalizer, release: str | None, spill: _AlleleSpill
+) -> int:
+    """ClinVar data lines -> one spill row per kept allele; return the allele count."""
+    cols = spill.cols
     n_alleles = 0
     for fields in rows:
         normalizer.records += 1
@@ -570,10 +581,12 @@ def _clinvar_rows(
             clnsig = _opt(info, "CLNSIG")
             clnrevstat = _opt(info, "CLNREVSTAT")
             clndn = _opt(info, "CLNDN")
-        allele_text = info.get("ALLELEID", "")
-        allele_id = int(allele_text) if allele_text.isdigit() else None
+        allele_id_text = info.get("ALLELEID", "")
+        allele_id = int(allele_id_text) if allele_id_text.isdigit() else None
         onc = _opt(info, "ONC")
         extra = [(col, _opt(info, key)) for key, col in _CLINVAR_EXTRA]
+        variation = vid if vid not in ("", ".") else None
+        vid_key = _variation_sort_columns(variation or "")
         for index, alt in enumerate(alts.split(","), start=1):
             n_alleles += 1
             if legacy:
@@ -585,72 +598,146 @@ def _clinvar_rows(
             norm = normalizer(contig, int(pos_text), ref, alt)
             if norm is None:
                 continue
-            _append_allele(cols, norm)
+            spill.add(norm, normalizer.rank(norm[0]))
             cols["clnsig"].append(clnsig)
             cols["clnrevstat"].append(clnrevstat)
             cols["stars"].append(review_stars(clnrevstat))
             cols["clndn"].append(clndn)
             cols["gene"].append(gene)
-            cols["variation_id"].append(vid if vid not in ("", ".") else None)
+            cols["variation_id"].append(variation)
             cols["allele_id"].append(allele_id)
             cols["oncogenicity"].append(onc)
             cols["release"].append(release)
             for col, value in extra:
                 cols[col].append(value)
-    return cols, n_alleles
+            cols["_sig"].append(significance_rank(clnsig))
+            for col, part in zip(_VARIATION_SORT, vid_key, strict=True):
+                cols[col].append(part)
+            spill.flush_if_full()
+    return n_alleles
 
 
-def _resolve(
-    cols: dict[str, list[Any]], better: Callable[[int], tuple[Any, ...]]
-) -> tuple[list[int], int]:
-    """Row indices to keep (one per variant_id: the smallest ``better`` key) and collisions."""
-    best: dict[str, int] = {}
-    collisions = 0
-    for i, vid in enumerate(cols["variant_id"]):
-        j = best.get(vid)
-        if j is None:
-            best[vid] = i
-            continue
-        collisions += 1
-        if better(i) < better(j):
-            best[vid] = i
-    return sorted(best.values()), collisions
+# Columns that order the ClinVar records of one variant_id by variation ID as
+# :func:`variation_id_key` does ('90' < '100'), the number as (digit count, digits) so that an
+# ID of any length compares as its number does.
+_VARIATION_SORT = ("_vid_prefix", "_vid_len", "_vid_digits", "_vid_text")
 
 
-def _clinvar_key(cols: dict[str, list[Any]]) -> Callable[[int], tuple[Any, ...]]:
-    def key(i: int) -> tuple[Any, ...]:
-        vid = cols["variation_id"][i] or ""
-        return (-cols["stars"][i], -significance_rank(cols["clnsig"][i]), variation_id_key(vid), i)
-
-    return key
-
-
-def _population_key(cols: dict[str, list[Any]]) -> Callable[[int], tuple[Any, ...]]:
-    def key(i: int) -> tuple[Any, ...]:
-        an = cols["an"][i] if cols["an"][i] is not None else -1
-        ac = cols["ac"][i] if cols["ac"][i] is not None else -1
-        return (-an, -ac, i)
-
-    return key
+def _variation_sort_columns(variation_id: str) -> tuple[str, int, str, str]:
+    prefix, number, text = variation_id_key(variation_id)
+    if text:  # not prefix + number: after every numbered ID, by its text
+        return prefix, 0, "", text
+    digits = str(number)
+    return prefix, len(digits), digits, ""
 
 
-def _to_table(
-    cols: dict[str, list[Any]], keep: list[int], schema: pa.Schema, contig_order: list[str]
-) -> pa.Table:
-    """Selected rows as a table sorted by (contig order, pos, ref, alt)."""
-    rank = {c: i for i, c in enumerate(contig_order)}
-    keep = sorted(
-        keep,
-        key=lambda i: (
-            rank.get(cols["contig"][i], len(rank)),
-            cols["contig"][i],
-            cols["pos"][i],
-            cols["ref"][i],
-            cols["alt"][i],
-        ),
-    )
-    arrays = [pa.array([cols[f.name][i] for i in keep], type=f.type) for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
+# --------------------------------------------------------------------------- sorting, dedup
+
+# Alleles per chunk of a source's spill file, and per row group of the KB's tables.
+KB_CHUNK_ROWS = 1 << 16
+# DuckDB's memory for sorting one source's alleles; beyond it, DuckDB sorts on disk.
+KB_SORT_MEMORY = "256MB"
+# Every KB table is sorted by contig (the reference's order, else the file's), pos, ref, alt;
+# among the records of one variant_id the first by these columns is kept (COLLISION_RULE).
+_TABLE_ORDER = "_rank, pos, ref, alt"
+_TIES = {
+    "clinvar": f"stars DESC, _sig DESC, {', '.join(_VARIATION_SORT)}, _seq",
+    "population": "coalesce(an, -1) DESC, coalesce(ac, -1) DESC, _seq",
+}
+_TIE_COLUMNS = {
+    "clinvar": [
+        ("_sig", pa.int8()),
+        ("_vid_prefix", pa.string()),
+        ("_vid_len", pa.int32()),
+        ("_vid_digits", pa.string()),
+        ("_vid_text", pa.string()),
+    ],
+    "population": [],
+}
+_KIND_SCHEMA = {"clinvar": CLINVAR_SCHEMA, "population": POPULATION_SCHEMA}
+
+
+class _AlleleSpill:
+    """One source's kept alleles, in the order read, written chunk by chunk to a Parquet file
+    with the columns that order them: ``_rank`` (the contig's place), ``_seq`` (the allele's
+    place in the file) and the source's tie-breaks. Only one chunk is held in memory;
+    :meth:`write_table` writes the KB table from the file."""
+
+    def __init__(self, path: Path, kind: str):
+        self.path = path
+        self.kind = kind
+        self.table_schema = _KIND_SCHEMA[kind]
+        self.schema = pa.schema(
+            [
+                *self.table_schema,
+                pa.field("_rank", pa.int32()),
+                pa.field("_seq", pa.int64()),
+                *(pa.field(name, typ) for name, typ in _TIE_COLUMNS[kind]),
+            ]
+        )
+        self.cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        self.rows = 0
+        self._writer = pq.ParquetWriter(path, self.schema, compression="lz4")
+
+    def add(self, norm: tuple[str, int, str, str], rank: int) -> None:
+        """Start a row: the normalized allele's key columns and its order columns (the caller
+        appends the source's own columns)."""
+        _append_allele(self.cols, norm)
+        self.cols["_rank"].append(rank)
+        self.cols["_seq"].append(self.rows)
+        self.rows += 1
+
+    def flush_if_full(self) -> None:
+        if len(self.cols["_seq"]) >= KB_CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.cols["_seq"]:
+            self._writer.write_table(pa.table(self.cols, schema=self.schema))
+            for values in self.cols.values():
+                values.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def write_table(self, out: Path, meta: dict[bytes, bytes], temp: Path) -> tuple[int, int]:
+        """Write the KB table ``out``: the spilled rows sorted, one per variant_id (the first
+        by the collision rule), in row groups of :data:`KB_CHUNK_ROWS`. DuckDB sorts with at
+        most :data:`KB_SORT_MEMORY`, spilling into ``temp``. Return (rows written,
+        collisions)."""
+        import duckdb  # only building a KB sorts: annotation imports this module too
+
+        def literal(path: Path) -> str:
+            return "'" + str(path).replace("'", "''") + "'"
+
+        schema = self.table_schema.with_metadata(meta)
+        columns = ", ".join(f'"{name}"' for name in schema.names)
+        con = duckdb.connect()
+        written = 0
+        try:
+            con.execute(f"SET memory_limit = '{KB_SORT_MEMORY}'")
+            con.execute(f"SET temp_directory = {literal(temp)}")
+            reader = con.sql(
+                f"SELECT {columns} FROM read_parquet({literal(self.path)}) "
+                f"ORDER BY {_TABLE_ORDER}, {_TIES[self.kind]}"
+            ).to_arrow_reader(KB_CHUNK_ROWS)
+            last = pa.array([None], pa.string())
+            with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+                for batch in reader:
+                    table = pa.Table.from_batches([batch]).cast(schema)
+                    ids = table.column("variant_id").combine_chunks()
+                    before = pa.concat_arrays([last, ids.slice(0, len(ids) - 1)])
+                    # the sort puts one variant_id's records side by side, the kept one first
+                    first = pc.fill_null(pc.not_equal(ids, before), True)
+                    table = table.filter(first)
+                    if table.num_rows:
+                        writer.write_table(table)
+                        written += table.num_rows
+                    last = ids.slice(len(ids) - 1)
+        finally:
+            con.close()
+        return written, self.rows - written
 
 
 # --------------------------------------------------------------------------- population
@@ -666,11 +753,15 @@ def _number(text: str, kind: type) -> Any:
 
 
 def _population_rows(
-    rows: Iterator[list[str]], normalizer: _Normalizer, pop_keys: set[str]
-) -> tuple[dict[str, list[Any]], int]:
-    """Population data lines -> column lists (per ALT: AF, AC from Number=A fields, AN, and
-    AF_<population> for the keys in ``pop_keys``)."""
-    cols: dict[str, list[Any]] = {name: [] for name in POPULATION_SCHEMA.names}
+    rows: Iterator[list[str]],
+    normalizer: _Normalizer,
+    pop_keys: dict[str, str],
+    spill: _AlleleSpill,
+) -> int:
+    """Population data lines -> one spill row per kept allele (AF, AC from Number=A fields, AN,
+    and the AF of each population of ``pop_keys``: INFO key -> name); return the allele
+    count."""
+    cols = spill.cols
     n_alleles = 0
     for fields in rows:
         normalizer.records += 1
@@ -680,11 +771,7 @@ def _population_rows(
             continue
         info = parse_info(fields[7])
         alts = fields[4].split(",")
-        by_pop = [
-            (m.group(1), info[key].split(","))
-            for key in info
-            if (m := _POP_AF_KEY.fullmatch(key)) and key in pop_keys
-        ]
+        by_pop = [(name, info[key].split(",")) for key, name in pop_keys.items() if key in info]
         afs = info.get("AF", "").split(",")
         acs = info.get("AC", "").split(",")
         an = _number(info.get("AN", ""), int)
@@ -700,7 +787,7 @@ def _population_rows(
             if af is None:
                 normalizer.skipped["no_af"] += 1
                 continue
-            _append_allele(cols, norm)
+            spill.add(norm, normalizer.rank(norm[0]))
             cols["af"].append(af)
             cols["ac"].append(ac)
             cols["an"].append(an)
@@ -712,7 +799,8 @@ def _population_rows(
             cols["af_by_population"].append(
                 [(k, v) for k, v in sorted(pops) if v is not None] if by_pop else None
             )
-    return cols, n_alleles
+            spill.flush_if_full()
+    return n_alleles
 
 
 # --------------------------------------------------------------------------- build
@@ -731,45 +819,57 @@ def _table_metadata(build: str | None, release: str | None) -> dict[bytes, bytes
     }
 
 
-def _write_parquet(table: pa.Table, path: Path, build: str | None, release: str | None) -> None:
-    meta = dict(table.schema.metadata or {})
-    meta.update(_table_metadata(build, release))
-    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
-
-
 def _process(
     source: Path,
     kind: str,
     reference: Path | None,
     fasta: pysam.FastaFile | None,
     ref_lengths: dict[str, int] | None,
-) -> tuple[VcfText, pa.Table, dict[str, Any], dict[str, str] | None]:
-    """Read, normalize and deduplicate one source VCF -> header, table, counts, mapping."""
+    spill_path: Path,
+) -> tuple[VcfText, _AlleleSpill, dict[str, Any], dict[str, str] | None]:
+    """Read and normalize one source VCF into a spill file -> header, spill, counts (without
+    the collisions and rows written, known when the table is written), contig mapping."""
     header, rows = read_vcf_text(source)
     normalizer = _Normalizer(source, reference, fasta, ref_lengths)
     normalizer.check_header(header)
-    if kind == "clinvar":
-        release = parse_release(header.meta.get("fileDate"))
-        cols, n_alleles = _clinvar_rows(rows, normalizer, release)
-        lacking = normalizer.skipped.pop("no_clinvar_fields", 0)
-        if normalizer.records and lacking == normalizer.records:
-            raise CohortflowError(
-                f"{source}: none of its {lacking} records has a ClinVar field (CLNSIG, "
-                "CLNREVSTAT, ONC, SCI); this is not a ClinVar VCF, give the NCBI ClinVar VCF"
-            )
-        keep, collisions = _resolve(cols, _clinvar_key(cols))
-        schema = CLINVAR_SCHEMA
-    else:
-        pop_keys = {k for k in header.info_ids if _POP_AF_KEY.fullmatch(k)}
-        cols, n_alleles = _population_rows(rows, normalizer, pop_keys)
-        keep, collisions = _resolve(cols, _population_key(cols))
-        schema = POPULATION_SCHEMA
-    normalizer.check_records()
-    order = list(ref_lengths) if ref_lengths else list(normalizer.contig_order)
-    table = _to_table(cols, keep, schema, order)
+    spill = _AlleleSpill(spill_path, kind)
+    try:
+        if kind == "clinvar":
+            release = parse_release(header.meta.get("fileDate"))
+            n_alleles = _clinvar_rows(rows, normalizer, release, spill)
+            lacking = normalizer.skipped.pop("no_clinvar_fields", 0)
+            if normalizer.records and lacking == normalizer.records:
+                raise CohortflowError(
+                    f"{source}: none of its {lacking} records has a ClinVar field (CLNSIG, "
+                    "CLNREVSTAT, ONC, SCI); this is not a ClinVar VCF, give the NCBI ClinVar "
+                    "VCF"
+                )
+        else:
+            pop_keys = {
+                key: m.group(1) for key in header.info_ids if (m := _POP_AF_KEY.fullmatch(key))
+            }
+            n_alleles = _population_rows(rows, normalizer, pop_keys, spill)
+        normalizer.check_records()
+    finally:
+        spill.close()
     skipped = dict(sorted(normalizer.skipped.items()))
     if skipped:
         log.warning("%s: skipped alleles by reason: %s", source, skipped)
+    counts = {"records_read": normalizer.records, "alleles_read": n_alleles, "skipped": skipped}
+    mapping = dict(normalizer.mapping) if ref_lengths is not None else None
+    return header, spill, counts, mapping
+
+
+def _write_table(
+    spill: _AlleleSpill,
+    source: Path,
+    counts: dict[str, Any],
+    path: Path,
+    meta: dict[bytes, bytes],
+    temp: Path,
+) -> None:
+    """Write one KB table from its source's spill; add its collisions and rows to ``counts``."""
+    written, collisions = spill.write_table(path, meta, temp)
     if collisions:
         log.info(
             "%s: %d alleles collided after normalization; kept one per variant_id "
@@ -777,15 +877,7 @@ def _process(
             source,
             collisions,
         )
-    counts = {
-        "records_read": normalizer.records,
-        "alleles_read": n_alleles,
-        "skipped": skipped,
-        "collisions": collisions,
-        "written": table.num_rows,
-    }
-    mapping = dict(normalizer.mapping) if ref_lengths is not None else None
-    return header, table, counts, mapping
+    counts.update(collisions=collisions, written=written)
 
 
 def build_kb(
@@ -804,6 +896,9 @@ def build_kb(
     the build name (default: from ClinVar's ##reference line).
     Out: the manifest dict, also written to ``out_dir/manifest.json``. The folder is built
     under a temporary name and renamed when complete, replacing an older one.
+    Memory does not grow with the sources: each is read into a spill file beside ``out_dir``
+    (:data:`KB_CHUNK_ROWS` alleles in memory at a time) and sorted from it by DuckDB, on disk
+    beyond :data:`KB_SORT_MEMORY`.
     Raises CohortflowError for unreadable inputs, a KB whose contigs miss the reference
     entirely, contig lengths that disagree with the reference, or a build mismatch.
     """
@@ -815,56 +910,66 @@ def build_kb(
         reference = Path(reference)
         ref_lengths = fasta_contig_lengths(reference)
         fasta = pysam.FastaFile(str(reference))
-    try:
-        header, clinvar, counts, mapping = _process(
-            clinvar_vcf, "clinvar", reference, fasta, ref_lengths
-        )
-        release = parse_release(header.meta.get("fileDate"))
-        file_build = canonical_build(header.meta.get("reference"))
-        wanted = canonical_build(build)
-        if wanted and file_build and file_build.startswith("GRCh") and wanted != file_build:
-            raise CohortflowError(
-                f"{clinvar_vcf}: ClinVar file is for {file_build} but the build is {wanted}; "
-                "download the ClinVar VCF for the reference build in use"
+    with scratch_dir(out_dir, "kb") as scratch:
+        try:
+            header, clinvar, counts, mapping = _process(
+                clinvar_vcf, "clinvar", reference, fasta, ref_lengths, scratch / "clinvar.parquet"
             )
-        pop_table = pop_counts = pop_mapping = None
-        if population is not None:
-            population = Path(population)
-            _, pop_table, pop_counts, pop_mapping = _process(
-                population, "population", reference, fasta, ref_lengths
-            )
-    finally:
-        if fasta is not None:
-            fasta.close()
-    manifest: dict[str, Any] = {
-        "cohortflow_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        "build": wanted or file_build,
-        "clinvar_release": release,
-        "normalized_against_reference": reference is not None,
-        "reference": None
-        if reference is None or ref_lengths is None
-        else {"path": str(reference), "contigs": ref_lengths},
-        "contig_mapping": mapping,
-        "collision_rule": COLLISION_RULE,
-        "clinvar": {**_source_entry(clinvar_vcf), "release": release, **counts},
-        "population": None
-        if population is None or pop_counts is None
-        else {**_source_entry(population), **pop_counts, "contig_mapping": pop_mapping},
-        "gff3": None if gff3 is None else _source_entry(Path(gff3)),
-    }
-    with atomic_output(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        _write_parquet(clinvar, tmp / CLINVAR_FILE, manifest["build"], release)
-        if pop_table is not None:
-            _write_parquet(pop_table, tmp / POPULATION_FILE, manifest["build"], release)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            release = parse_release(header.meta.get("fileDate"))
+            file_build = canonical_build(header.meta.get("reference"))
+            wanted = canonical_build(build)
+            if wanted and file_build and file_build.startswith("GRCh") and wanted != file_build:
+                raise CohortflowError(
+                    f"{clinvar_vcf}: ClinVar file is for {file_build} but the build is "
+                    f"{wanted}; download the ClinVar VCF for the reference build in use"
+                )
+            pop_spill = pop_counts = pop_mapping = None
+            if population is not None:
+                population = Path(population)
+                _, pop_spill, pop_counts, pop_mapping = _process(
+                    population,
+                    "population",
+                    reference,
+                    fasta,
+                    ref_lengths,
+                    scratch / "population.parquet",
+                )
+        finally:
+            if fasta is not None:
+                fasta.close()
+        meta = _table_metadata(wanted or file_build, release)
+        with atomic_output(out_dir) as tmp:
+            tmp.mkdir(parents=True)
+            _write_table(clinvar, clinvar_vcf, counts, tmp / CLINVAR_FILE, meta, scratch)
+            if pop_spill is not None and pop_counts is not None and population is not None:
+                _write_table(
+                    pop_spill, population, pop_counts, tmp / POPULATION_FILE, meta, scratch
+                )
+            manifest: dict[str, Any] = {
+                "cohortflow_version": __version__,
+                "schema_version": SCHEMA_VERSION,
+                "build": wanted or file_build,
+                "clinvar_release": release,
+                "normalized_against_reference": reference is not None,
+                "reference": None
+                if reference is None or ref_lengths is None
+                else {"path": str(reference), "contigs": ref_lengths},
+                "contig_mapping": mapping,
+                "collision_rule": COLLISION_RULE,
+                "clinvar": {**_source_entry(clinvar_vcf), "release": release, **counts},
+                "population": None
+                if population is None or pop_counts is None
+                else {**_source_entry(population), **pop_counts, "contig_mapping": pop_mapping},
+                "gff3": None if gff3 is None else _source_entry(Path(gff3)),
+            }
+            text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            (tmp / MANIFEST_FILE).write_text(text)
     log.info(
         "knowledge base %s: %d ClinVar alleles (release %s)%s",
         out_dir,
-        clinvar.num_rows,
+        counts["written"],
         release,
-        f", {pop_table.num_rows} population alleles" if pop_table is not None else "",
+        f", {pop_counts['written']} population alleles" if pop_counts is not None else "",
     )
     return manifest
 

@@ -335,6 +335,56 @@ def test_population_per_alt_values(tmp_path: Path) -> None:
     assert manifest["population"]["written"] == 3
 
 
+def test_chunked_build_equals_one_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sources are read into spill files chunk by chunk and sorted back by DuckDB: with
+    chunks of 2 alleles (collisions straddle chunks, and the sorted rows come back 2 at a
+    time) the tables are those of one chunk, the collision rule holds across chunks, and no
+    spill is left beside the KB."""
+    fa = write_reference(tmp_path)
+    snv = "A" if base(80) != "A" else "C"
+    clinvar_lines = [
+        ("1", 26, "300", seq(26, 28), base(26), ".", ".", info(sig="Pathogenic")),
+        ("1", 80, "100", base(80), snv, ".", ".", info()),
+        ("1", 20, "301", seq(20, 22), base(20), ".", ".", info(rev="reviewed_by_expert_panel")),
+        ("1", 34, "400", "T", "TT", ".", ".", info(sig="Uncertain_significance")),
+        ("1", 80, "90", base(80), snv, ".", ".", info()),
+        ("1", 30, "401", "C", "CT", ".", ".", info(sig="Likely_pathogenic")),
+        ("1", 24, "299", seq(24, 26), base(24), ".", ".", info(sig="Benign")),
+    ]
+    header = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    pop_lines = [
+        ("chr1", 34, ".", "T", "TT", ".", ".", "AC=5;AN=50"),
+        ("chr1", 90, ".", base(90), snv, ".", ".", "AC=1;AN=10;AF=0.1"),
+        ("chr1", 30, ".", "C", "CT", ".", ".", "AC=9;AN=60"),  # same allele, larger AN: kept
+        ("chr1", 31, ".", "T", "TT", ".", ".", "AC=9;AN=60"),  # ties the one above: first kept
+    ]
+    clinvar = write_vcf(tmp_path, clinvar_lines)
+    pop = write_vcf(tmp_path, pop_lines, header=header, name="pop.vcf")
+    whole = build_kb(clinvar, tmp_path / "whole", reference=fa, population=pop)
+    monkeypatch.setattr("cohortflow.kb.KB_CHUNK_ROWS", 2)
+    chunked = build_kb(clinvar, tmp_path / "chunked", reference=fa, population=pop)
+    for name in ("clinvar.parquet", "population.parquet"):
+        a = pq.read_table(tmp_path / "whole" / name)
+        b = pq.read_table(tmp_path / "chunked" / name)
+        assert a.equals(b)
+        assert pq.ParquetFile(tmp_path / "chunked" / name).metadata.num_row_groups > 1
+    assert chunked["clinvar"] == whole["clinvar"]
+    assert chunked["population"] == whole["population"]
+    rows = rows_by_id(tmp_path / "chunked")
+    assert list(rows) == ["chr1-20-GAC-G", "chr1-30-C-CT", f"chr1-80-{base(80)}-{snv}"]
+    assert [rows[k]["variation_id"] for k in rows] == ["301", "401", "90"]
+    assert chunked["clinvar"]["collisions"] == 4
+    pop_rows = pq.read_table(tmp_path / "chunked" / "population.parquet").to_pylist()
+    assert [(r["variant_id"], r["an"], r["ac"]) for r in pop_rows] == [
+        ("chr1-30-C-CT", 60, 9),
+        (f"chr1-90-{base(90)}-{snv}", 10, 1),
+    ]
+    assert chunked["population"]["collisions"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "chunked", "clinvar.vcf", "pop.vcf", "ref.fa", "ref.fa.fai", "whole"
+    ]  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- real files
 
 GENES = "clinvar/ncbi_grch38_genes/clinvar_20260226.GRCh38.genes_subset.vcf.gz"
