@@ -37,7 +37,7 @@ from cohortflow import SCHEMA_VERSION, __version__
 from cohortflow.atomic import atomic_output, scratch_dir
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
-from cohortflow.normalize import normalize_allele
+from cohortflow.normalize import normalize_allele, reference_bases
 from cohortflow.vcfinfo import variant_id
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,14 @@ _LEGACY_REVSTAT = {
 _SEQUENCE = re.compile(r"[ACGT]+")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _BUILD_ALIASES = {"hg19": "GRCh37", "b37": "GRCh37", "hs37d5": "GRCh37", "hg38": "GRCh38"}
+_BUILD_NAMES = (
+    (re.compile(r"(?i)grch37|hg19|assembly19|hs37|g1k_v37|(?<![a-z0-9])b37(?![0-9])"), "GRCh37"),
+    (re.compile(r"(?i)grch38|hg38|assembly38|hs38"), "GRCh38"),
+)
+# A source whose REF differs from the reference's bases for more than this share of its
+# alleles (and more than REF_MISMATCH_MIN of them) was made on another build: refused.
+REF_MISMATCH_SHARE = 0.05
+REF_MISMATCH_MIN = 10
 
 
 # --------------------------------------------------------------------------- small pure parts
@@ -226,14 +234,42 @@ def parse_release(file_date: str | None) -> str | None:
 
 
 def canonical_build(build: str | None) -> str | None:
-    """'GRCh37.p13' -> 'GRCh37', 'hg38' -> 'GRCh38'; unknown names are returned unchanged."""
+    """'GRCh37.p13' -> 'GRCh37', 'hg38' -> 'GRCh38', and the builds named inside file names
+    ('Homo_sapiens_assembly19.fasta', 'human_g1k_v37.fasta', 'hs38DH.fa' -> GRCh37/38);
+    unknown names are returned unchanged."""
     if not build:
         return None
     text = build.strip()
     m = re.match(r"(?i)(grch3[78])", text)
     if m:
         return "GRCh" + m.group(1)[4:]
-    return _BUILD_ALIASES.get(text.lower(), text)
+    if text.lower() in _BUILD_ALIASES:
+        return _BUILD_ALIASES[text.lower()]
+    for pattern, name in _BUILD_NAMES:
+        if pattern.search(text):
+            return name
+    return text
+
+
+# Contig lengths that tell the two human builds apart (names without 'chr').
+_BUILD_LENGTHS = {
+    "GRCh37": {"1": 249_250_621, "2": 243_199_373, "20": 63_025_520, "21": 48_129_895,
+               "22": 51_304_566, "X": 155_270_560},
+    "GRCh38": {"1": 248_956_422, "2": 242_193_529, "20": 64_444_167, "21": 46_709_983,
+               "22": 50_818_468, "X": 156_040_895},
+}  # fmt: skip
+
+
+def reference_build(ref_lengths: dict[str, int]) -> str | None:
+    """GRCh37 or GRCh38 when a reference's contig lengths are that build's, else None (a
+    slice or another species)."""
+    found = set()
+    for name, length in ref_lengths.items():
+        key = name[3:] if name.lower().startswith("chr") else name
+        for build, lengths in _BUILD_LENGTHS.items():
+            if lengths.get(key) == length:
+                found.add(build)
+    return found.pop() if len(found) == 1 else None
 
 
 def variant_class(ref: str, alt: str) -> str:
@@ -411,6 +447,8 @@ class _Normalizer:
     contig_order: dict[str, int] = field(default_factory=dict)  # output contig -> first seen
     records: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    checked: int = 0  # alleles whose REF was checked against the reference
+    first_mismatch: str | None = None
     _warned: int = 0
     _ref_rank: dict[str, int] | None = None
 
@@ -461,15 +499,31 @@ class _Normalizer:
         if self.fasta is None:
             pos1, ref, alt = trim_alleles(pos1, ref, alt)
             return target, pos1, ref, alt
+        self.checked += 1
         try:
             pos1, ref, alt = normalize_allele(self.fasta, target, pos1, ref, alt)
         except CohortflowError as exc:  # contigs are mapped already: only a REF mismatch
+            if "N" in reference_bases(self.fasta, target, pos1 - 1, pos1 - 1 + len(ref)):
+                self.skipped["reference_is_n"] += 1  # a gap of the reference, not a mismatch
+                return None
             self.skipped["ref_mismatch"] += 1
+            self.first_mismatch = self.first_mismatch or str(exc).split(";")[0]
             if self._warned < 10:
                 log.warning("%s: skipping record: %s", self.source, exc)
                 self._warned += 1
             return None
         return target, pos1, ref, alt
+
+    def check_mismatches(self) -> None:
+        """Refuse a source whose REF alleles differ from the reference too often: it was made
+        on another build (ClinVar's GRCh37 file on a GRCh38 reference matches by chance)."""
+        bad = self.skipped.get("ref_mismatch", 0)
+        if bad > max(REF_MISMATCH_MIN, REF_MISMATCH_SHARE * self.checked):
+            raise CohortflowError(
+                f"{self.source}: {bad} of {self.checked} alleles have a REF that differs from "
+                f"reference {self.reference} (first: {self.first_mismatch}); the file was made "
+                "on another build than the reference, use the one for the reference's build"
+            )
 
     def rank(self, contig: str) -> int:
         """Place of an output contig in the KB's order: the reference's order when there is
@@ -495,7 +549,7 @@ class _Normalizer:
 
     def check_records(self) -> None:
         """After reading: refuse when no record's contig is in the reference."""
-        if self.ref_lengths is not None and self.records and not self.mapping:
+        if self.ref_lengths is not None and self.unmapped and not self.mapping:
             self.refuse_disjoint(sorted(self.unmapped))
 
     def refuse_disjoint(self, names: list[str]) -> None:
@@ -838,6 +892,7 @@ def _process(
             release = parse_release(header.meta.get("fileDate"))
             n_alleles = _clinvar_rows(rows, normalizer, release, spill)
             lacking = normalizer.skipped.pop("no_clinvar_fields", 0)
+            lacking += normalizer.skipped.get("malformed_line", 0)
             if normalizer.records and lacking == normalizer.records:
                 raise CohortflowError(
                     f"{source}: none of its {lacking} records has a ClinVar field (CLNSIG, "
@@ -850,9 +905,19 @@ def _process(
             }
             n_alleles = _population_rows(rows, normalizer, pop_keys, spill)
         normalizer.check_records()
+        normalizer.check_mismatches()
     finally:
         spill.close()
     skipped = dict(sorted(normalizer.skipped.items()))
+    if spill.rows == 0:
+        what = "ClinVar" if kind == "clinvar" else "population"
+        if not normalizer.records:
+            raise CohortflowError(f"{source}: no records; give a {what} VCF with records")
+        raise CohortflowError(
+            f"{source}: none of its {n_alleles} alleles could be kept (skipped by reason: "
+            f"{skipped}); a knowledge base without {what} alleles would match nothing, check "
+            "the file and the reference"
+        )
     if skipped:
         log.warning("%s: skipped alleles by reason: %s", source, skipped)
     counts = {"records_read": normalizer.records, "alleles_read": n_alleles, "skipped": skipped}
@@ -906,9 +971,17 @@ def build_kb(
     out_dir = Path(out_dir)
     fasta: pysam.FastaFile | None = None
     ref_lengths: dict[str, int] | None = None
+    wanted = canonical_build(build)
     if reference is not None:
         reference = Path(reference)
         ref_lengths = fasta_contig_lengths(reference)
+        ref_build = reference_build(ref_lengths)
+        if ref_build and wanted and wanted != ref_build:
+            raise CohortflowError(
+                f"the build is {wanted} but reference {reference} is {ref_build} (by its "
+                "contig lengths); give the build of the reference"
+            )
+        wanted = wanted or ref_build
         fasta = pysam.FastaFile(str(reference))
     with scratch_dir(out_dir, "kb") as scratch:
         try:
@@ -917,7 +990,6 @@ def build_kb(
             )
             release = parse_release(header.meta.get("fileDate"))
             file_build = canonical_build(header.meta.get("reference"))
-            wanted = canonical_build(build)
             if wanted and file_build and file_build.startswith("GRCh") and wanted != file_build:
                 raise CohortflowError(
                     f"{clinvar_vcf}: ClinVar file is for {file_build} but the build is "

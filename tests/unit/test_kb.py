@@ -14,8 +14,10 @@ import pytest
 from cohortflow.errors import CohortflowError
 from cohortflow.kb import (
     build_kb,
+    canonical_build,
     load_kb,
     parse_release,
+    reference_build,
     review_stars,
     significance_rank,
     trim_alleles,
@@ -291,6 +293,65 @@ def test_build_mismatch_refused(tmp_path: Path) -> None:
         build_kb(clinvar, tmp_path / "kb", build="GRCh37")
 
 
+def test_build_names_inside_file_names_and_by_contig_lengths() -> None:
+    """The ##reference of ClinVar files names a FASTA as often as a build."""
+    assert canonical_build("Homo_sapiens_assembly19.fasta") == "GRCh37"
+    assert canonical_build("file:///ref/human_g1k_v37.fasta") == "GRCh37"
+    assert canonical_build("hs38DH.fa") == "GRCh38"
+    assert canonical_build("GRCh38.p14") == "GRCh38"
+    assert canonical_build("CHM13v2") == "CHM13v2"
+    assert reference_build({"chr1": 248_956_422, "chrM": 16_569}) == "GRCh38"
+    assert reference_build({"20": 63_025_520}) == "GRCh37"
+    assert reference_build({"chr20": 10_000_000}) is None  # a slice: unknown
+    assert reference_build({"1": 249_250_621, "20": 64_444_167}) is None  # contradicts itself
+
+
+def test_empty_or_unusable_sources_refused(tmp_path: Path) -> None:
+    """A KB that could match nothing is an error, not an empty KB: a report annotated with it
+    would show 'no pathogenic variant'."""
+    fa = write_reference(tmp_path)
+    empty = write_vcf(tmp_path, [], name="empty.vcf")
+    with pytest.raises(CohortflowError, match="empty.vcf: no records; give a ClinVar VCF"):
+        build_kb(empty, tmp_path / "kb")
+    # every allele symbolic: nothing kept
+    symbolic = write_vcf(tmp_path, [("1", 20, "1", "G", "<DEL>", ".", ".", info())], name="s.vcf")
+    with pytest.raises(CohortflowError, match=r"none of its 1 alleles .*'alt_not_sequence': 1"):
+        build_kb(symbolic, tmp_path / "kb", reference=fa)
+    # a population file without AF, AC/AN
+    clinvar = write_vcf(tmp_path, [("1", 20, "1", "G", "A", ".", ".", info())])
+    header = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    pop = write_vcf(tmp_path, [("1", 20, ".", "G", "A", ".", ".", "AN=10")], header, "pop.vcf")
+    with pytest.raises(CohortflowError, match=r"pop.vcf: none of its 1 alleles .*'no_af': 1"):
+        build_kb(clinvar, tmp_path / "kb", reference=fa, population=pop)
+    # lines cut short are not ClinVar records either
+    cut = write_vcf(tmp_path, [("1", 20, "1", "G")], name="cut.vcf")
+    with pytest.raises(CohortflowError, match="none of its 1 records has a ClinVar field"):
+        build_kb(cut, tmp_path / "kb")
+    assert not (tmp_path / "kb").exists()
+
+
+def test_another_build_refused_by_ref_mismatches(tmp_path: Path) -> None:
+    """REF alleles that differ from the reference at more than 5% of the alleles (and more
+    than 10) mean the file was made on another build; a few are skipped with a warning."""
+    fa = write_reference(tmp_path)
+    wrong = [b for b in "ACGT"]
+    lines = [
+        ("1", p, str(p), next(b for b in wrong if b != base(p)), "T" if base(p) != "T" else "C")
+        for p in range(40, 52)
+    ]
+    lines = [(c, p, v, r, a if a != r else "G", ".", ".", info()) for c, p, v, r, a in lines]
+    right = [("1", p, str(p), base(p), "A" if base(p) != "A" else "C", ".", ".", info())
+             for p in range(60, 300)]  # fmt: skip
+    few = write_vcf(tmp_path, right + lines[:10], name="few.vcf")
+    manifest = build_kb(few, tmp_path / "kb", reference=fa)
+    assert manifest["clinvar"]["skipped"] == {"ref_mismatch": 10}
+    assert manifest["clinvar"]["written"] == 240
+    many = write_vcf(tmp_path, right[:200] + lines, name="many.vcf")
+    with pytest.raises(CohortflowError, match=r"many.vcf: 12 of 212 alleles have a REF that"):
+        build_kb(many, tmp_path / "kb2", reference=fa)
+    assert not (tmp_path / "kb2").exists()
+
+
 def test_not_a_vcf_and_truncated_gzip(tmp_path: Path) -> None:
     bad = tmp_path / "x.vcf"
     bad.write_text("hello\n")
@@ -449,17 +510,32 @@ def test_real_seqr_tiny_duplicate_and_mt(shared_data: Path, tmp_path: Path) -> N
 
 @pytest.mark.shared
 def test_real_seqr_tiny_on_chr_named_reference(shared_data: Path, tmp_path: Path) -> None:
-    """'1'/'MT' map onto 'chr1'/'chrM'; a reference lacking the real sequence flags REF."""
+    """'1'/'MT' map onto 'chr1'/'chrM'; a reference lacking the real sequence is refused:
+    only 2 of the 13 alleles have the REF of this fake reference (A on chr1, T on chrM)."""
     path = shared_data / "clinvar/ncbi_grch38_tiny/clinvar_20241111.seqr_test.GRCh38.vcf"
     fa = tmp_path / "fake.fa"
     fa.write_text(">chr1\n" + "A" * 1_000_000 + "\n>chrM\n" + "T" * 16569 + "\n")
     pysam.faidx(str(fa))
-    manifest = build_kb(path, tmp_path / "kb", reference=fa)
-    assert manifest["contig_mapping"] == {"1": "chr1", "MT": "chrM"}
-    # Only alleles whose REF is A on chr1 / T on chrM survive the REF check.
-    rows = rows_by_id(tmp_path / "kb")
-    assert set(rows) == {"chr1-69134-A-G", "chrM-13112-T-C"}
-    assert manifest["clinvar"]["skipped"]["ref_mismatch"] == 11
+    with pytest.raises(CohortflowError, match=r"11 of 13 alleles have a REF that differs .* "
+                       r"\(first: REF allele 'T' at chr1:69314 does not match"):  # fmt: skip
+        build_kb(path, tmp_path / "kb", reference=fa)
+    assert not (tmp_path / "kb").exists()
+
+
+@pytest.mark.shared
+def test_real_clinvar_in_the_gaps_of_the_reference_refused(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """hs37d5.chr20 here is N outside 20:9,999,841-10,099,980; none of the MacArthur slice's
+    alleles lies in the real sequence, so no KB (the green 'no pathogenic variant' it would
+    give every report is the harm); a --build that the reference's lengths contradict is
+    refused before reading."""
+    fa = shared_data / "deepvariant_chr20_b37/ref/hs37d5.chr20.fa.gz"
+    with pytest.raises(CohortflowError, match=r"none of its 129 alleles .*'reference_is_n': 129"):
+        build_kb(shared_data / MACARTHUR, tmp_path / "kb", reference=fa)
+    with pytest.raises(CohortflowError, match="the build is GRCh38 but reference .* is GRCh37"):
+        build_kb(shared_data / MACARTHUR, tmp_path / "kb", reference=fa, build="GRCh38")
+    assert not (tmp_path / "kb").exists()
 
 
 @pytest.mark.shared
