@@ -40,7 +40,14 @@ from cohortflow.report_html import (
     verdict,
 )
 from cohortflow.stats import is_transition, ti_tv_ratio
-from cohortflow.store import committed_batches, kinship_counts, open_store, read_qc_json
+from cohortflow.store import (
+    ANNOTATION_COLUMNS,
+    VARIANTS_SCHEMA,
+    committed_batches,
+    kinship_counts,
+    open_store,
+    read_qc_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -534,6 +541,27 @@ def variant_summary(carried: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 # The same classes as variant_summary's, counted by DuckDB: a genome's ~4.5 million carried
 # alleles never become Python rows (they took about 1.7 KB each, 8 GB per sample).
+# A sample's carried alleles that its own annotation gives a ClinVar class, with the cohort's
+# counts of each. The annotation is the sample's (the knowledge base it was annotated or
+# re-annotated with), never the variants table's, which holds one sample's annotation per
+# allele for the whole cohort: batches annotated with other ClinVar releases differ.
+_OWN = [name for name, _, _ in ANNOTATION_COLUMNS if name in VARIANTS_SCHEMA.names]
+_OWN_ANNOTATION = ", ".join(
+    # as in the variants table: the ClinVar gene where consequence calling gave none
+    "coalesce(a.gene, a.clinvar_gene) AS gene" if name == "gene" else f"a.{name}"
+    for name in _OWN
+)
+_FINDINGS_SQL = f"""
+SELECT g.alt_count, g.ploidy, g.gt, g.dp, g.gq, g.filter,
+       v.* EXCLUDE ({", ".join(_OWN)}), {_OWN_ANNOTATION}
+FROM genotypes g
+JOIN (SELECT * FROM annotations WHERE sample = ? AND clinvar_significance IS NOT NULL) a
+    USING (contig, variant_id)
+JOIN variants v USING (contig, variant_id)
+WHERE g.sample = ? AND g.alt_count >= 1
+ORDER BY g.contig, g.pos, g.variant_id
+"""
+
 _SUMMARY_SQL = f"""
 SELECT cls, cls = 'SNV' AND upper(ref) || upper(alt) IN ('AG', 'GA', 'CT', 'TC') AS ti,
        coalesce(nullif(consequence, ''), '{_NO_CONSEQUENCE}') AS csq,
@@ -753,10 +781,30 @@ def classify_findings(
     return plp, vus
 
 
-def _findings_section(plp: Sequence[Mapping[str, Any]], vus: Sequence[Mapping[str, Any]]) -> str:
+def negative_unreliable(qc_pass: bool | None, called: int) -> str | None:
+    """Why finding no pathogenic variant says nothing about the sample (its QC failed, or no
+    site of it was called), or None."""
+    if not called:
+        return "no site of this sample was called"
+    if qc_pass is False:
+        return "the sample failed QC"
+    return None
+
+
+def _findings_section(
+    plp: Sequence[Mapping[str, Any]],
+    vus: Sequence[Mapping[str, Any]],
+    unreliable: str | None = None,
+) -> str:
     parts = ["<h2>Findings: ClinVar pathogenic and likely pathogenic</h2>"]
     if plp:
         parts.append(table(FINDING_HEADERS, _findings_rows(plp), numeric=(7, 8), css="findings"))
+    elif unreliable:
+        parts.append(
+            f"<p class='warn'>Not assessable: {esc(unreliable)}. No ClinVar pathogenic or likely "
+            "pathogenic variant was found, but this sample's data cannot rule one out; do not "
+            "report it as negative.</p>"
+        )
     else:
         parts.append(
             "<p>No ClinVar pathogenic or likely pathogenic variant found in this sample. "
@@ -886,14 +934,7 @@ def _sample_report(
     ident = found[0]
     qc, genotype_qc, qc_thresholds, origin = _load_qc(con, sample, qc_json)
     # only the alleles with a ClinVar class can be findings: the rest are counted in SQL
-    annotated = _rows(
-        con,
-        """SELECT g.alt_count, g.ploidy, g.gt, g.dp, g.gq, g.filter, v.*
-           FROM genotypes g JOIN variants v USING (contig, variant_id)
-           WHERE g.sample = ? AND g.alt_count >= 1 AND v.clinvar_significance IS NOT NULL
-           ORDER BY v.contig, v.pos, v.variant_id""",
-        [sample],
-    )
+    annotated = _rows(con, _FINDINGS_SQL, [sample, sample])
     summary = summary_of_groups(_rows(con, _SUMMARY_SQL, [sample]))
     counts = _rows(
         con,
@@ -908,12 +949,21 @@ def _sample_report(
 
     plp, vus = classify_findings(annotated)
     inferred = qc.get("inferred_sex") if qc else None
+    unreliable = negative_unreliable(qc.get("qc_pass") if qc else None, counts["called"])
     summary_badges = [
         (
             "QC " + verdict(qc.get("qc_pass") if qc else None),
             "" if not qc or qc.get("qc_pass") is None else ("good" if qc["qc_pass"] else "bad"),
         ),
-        (f"{len(plp)} pathogenic / likely pathogenic", "bad" if plp else "good"),
+        (
+            f"{len(plp)} pathogenic / likely pathogenic"
+            + (
+                f" <span class='warn'>(not assessable: {esc(unreliable)})</span>"
+                if unreliable and not plp
+                else ""
+            ),
+            "bad" if plp else ("" if unreliable else "good"),
+        ),
         (f"{len(vus)} of uncertain significance", ""),
     ]
     body = "\n".join(
@@ -922,7 +972,7 @@ def _sample_report(
             _identity_section(sample, ident, inferred, run_date),
             _qc_section(qc, qc_thresholds, origin, _coverage_plot(coverage_dist, qc_thresholds)),
             _summary_section(summary, counts["n"], counts["called"], genotype_qc),
-            _findings_section(plp, vus),
+            _findings_section(plp, vus, unreliable),
             _provenance_table(store, [ident["batch"]], provenance, kb_dir),
         ]
     )

@@ -214,6 +214,69 @@ def test_sample_report_findings_zygosity_and_isolation(store: Path, tmp_path: Pa
     assert "clinvar_20240101" in alpha and "clinvar_20240101" not in charlie
 
 
+def test_sample_report_shows_the_sample_own_clinvar_release(tmp_path: Path) -> None:
+    """Batch b1 was annotated with a release where chr1:100 A>G is of uncertain significance
+    (1 star), batch b2 with one where an expert panel calls it pathogenic. Each sample's report
+    shows its own annotation, not the one the cohort's variants table keeps (one sample's per
+    allele), and the cohort counts still cover both samples."""
+    old = "CLNSIG=Uncertain_significance;CLN_STARS=1;GENE=CFTR;CLNVID=7105"
+    new = (
+        "CLNSIG=Pathogenic;CLN_STARS=3;CLNREVSTAT=reviewed_by_expert_panel;GENE=CFTR;"
+        "CLNVID=7105;CLNDN=Cystic_fibrosis"
+    )
+    a = write_vcf(tmp_path / "a.vcf.gz", "AAA-FIRST", [f"chr1 100 A G {old} 0/1:30:50"])
+    b = write_vcf(tmp_path / "b.vcf.gz", "ZZZ-LAST", [f"chr1 100 A G {new} 0/1:31:50"])
+    out = tmp_path / "store"
+    aggregate(out, "b1", [SampleInput("AAA-FIRST", a)])
+    aggregate(out, "b2", [SampleInput("ZZZ-LAST", b)])
+    counts = write_sample_report(out, "ZZZ-LAST", tmp_path / "z.html")
+    page = (tmp_path / "z.html").read_text()
+    assert counts["pathogenic"] == 1 and counts["vus"] == 0
+    row = _row_with(page, "CFTR")
+    assert "Pathogenic" in row and "★★★☆" in row and "Cystic fibrosis" in row
+    assert 'title="reviewed by expert panel"' in row
+    assert "GT 0/1, depth 31, GQ 50" in row
+    assert '<td class="num">0.5</td>' in row  # cohort AF: 2 of 4 alleles
+    counts = write_sample_report(out, "AAA-FIRST", tmp_path / "a.html")
+    assert counts["pathogenic"] == 0 and counts["vus"] == 1
+
+
+def test_negative_result_not_assessable_when_qc_failed_or_nothing_called(tmp_path: Path) -> None:
+    """No pathogenic finding in a sample that failed QC, or whose every site is a no-call, is
+    no evidence: the badge is not green and the findings say it cannot be reported as
+    negative. A sample that passed QC keeps the green badge."""
+    rows = ["chr1 100 A G CLNSIG=Benign;GENE=B1 0/1:30:50", "chr1 200 C T . 0/1:30:50"]
+    failed = write_vcf(tmp_path / "f.vcf.gz", "FAILED", rows)
+    passed = write_vcf(tmp_path / "p.vcf.gz", "PASSED", rows)
+    empty = write_vcf(tmp_path / "e.vcf.gz", "EMPTY", ["chr1 100 A G . ./.:0:0"])
+    qc_fail = write_qc(tmp_path / "f.json", "FAILED", mean_coverage=0.8, qc_pass=False)
+    qc_pass = write_qc(tmp_path / "p.json", "PASSED", mean_coverage=31.0, qc_pass=True)
+    out = tmp_path / "store"
+    aggregate(
+        out,
+        "b1",
+        [
+            SampleInput("FAILED", failed, qc_json=qc_fail),
+            SampleInput("PASSED", passed, qc_json=qc_pass),
+            SampleInput("EMPTY", empty),
+        ],
+    )
+    pages = {}
+    for sample in ("FAILED", "PASSED", "EMPTY"):
+        counts = write_sample_report(out, sample, tmp_path / f"{sample}.html")
+        assert counts["pathogenic"] == 0
+        pages[sample] = (tmp_path / f"{sample}.html").read_text()
+    badge = '<span class="badge {}">0 pathogenic / likely pathogenic{}</span>'
+    assert badge.format("good", "") in pages["PASSED"]
+    assert "Not assessable" not in pages["PASSED"]
+    why = {"FAILED": "the sample failed QC", "EMPTY": "no site of this sample was called"}
+    for sample, reason in why.items():
+        note = f" <span class='warn'>(not assessable: {reason})</span>"
+        assert badge.format("", note) in pages[sample]
+        assert f"Not assessable: {reason}. No ClinVar pathogenic" in pages[sample]
+        assert "do not report it as negative" in pages[sample]
+
+
 def test_sample_report_qc_thresholds_and_coverage_plot(store: Path, tmp_path: Path) -> None:
     qc = tmp_path / "alpha.qc.json"
     out = tmp_path / "alpha.html"
