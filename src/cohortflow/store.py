@@ -1410,15 +1410,40 @@ def _empty_select(table: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def open_store(store: Path) -> duckdb.DuckDBPyConnection:
+def unfinished_batches(store: Path) -> list[str]:
+    """Batches with files in the store but no ``_batches`` record: an aggregate of them is
+    running, or was interrupted (the next aggregate removes their files)."""
+    committed = committed_batches(store)
+    return sorted(
+        {
+            name
+            for table in BATCH_TABLES
+            for path in table_files(store, table)
+            if (name := _batch_of_file(path)) not in committed and name is not None
+        }
+    )
+
+
+def open_store(store: Path, unfinished: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table of ``store``.
 
     Views: samples, sample_qc, ref_blocks, genotypes, annotations, variants (contig is a VARCHAR
     column of the partitioned ones). A table without files is an empty view with its columns.
+    A batch whose aggregate is running or was interrupted has files but no record yet, and
+    the cohort tables may be part-way rebuilt with it: readers are refused (CohortflowError)
+    until it finishes or a new aggregate clears it. ``unfinished``: aggregate's own views,
+    which include the batch it is writing.
     """
     store = Path(store)
     if not store.is_dir():
         raise CohortflowError(f"{store}: cohort store not found; run cohortflow aggregate first")
+    if not unfinished and (pending := unfinished_batches(store)):
+        raise CohortflowError(
+            f"{store}: batch {', '.join(pending)} has not finished (an aggregate of it is "
+            "running, or was interrupted) and the cohort tables may count it part-way; wait "
+            "for it, or run its cohortflow aggregate again, which clears the unfinished files "
+            "first"
+        )
     con = duckdb.connect()
     for table in TABLES:
         expr = table_sql(store, table)
@@ -1678,7 +1703,7 @@ def _internal_connection(store: Path, threads: int | None = None) -> duckdb.Duck
     (:data:`DUCKDB_MEMORY`) bounds what a connection holds between queries too. Past it,
     DuckDB spills to a temporary folder of the store (removed on close, or as a leftover by
     the next aggregate)."""
-    return _bounded(open_store(store), store / ".tmp.duckdb", threads)
+    return _bounded(open_store(store, unfinished=True), store / ".tmp.duckdb", threads)
 
 
 def _bounded(

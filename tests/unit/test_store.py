@@ -465,6 +465,37 @@ def test_leftovers_of_an_interrupted_batch_are_removed(
     ]
 
 
+def test_readers_refuse_a_batch_that_has_not_finished(
+    tmp_path: Path, inputs: dict[str, SampleInput], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after its genotype files are written and while the cohort tables are being
+    rebuilt, batch b2 has files but no record: a query would count its samples and part of
+    its sites. Readers are refused until the batch is aggregated again, which gives the
+    tables of an uninterrupted run."""
+    store = tmp_path / "store"
+    aggregate(store, "b1", [inputs["A"], inputs["B"]])
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    real = store_mod._rebuild_cohort_tables
+    monkeypatch.setattr(store_mod, "_rebuild_cohort_tables", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        aggregate(store, "b2", [inputs["C"]])
+    assert store_mod.unfinished_batches(store) == ["b2"]
+    assert [p.name for p in table_files(store, "samples")] == ["b1.parquet", "b2.parquet"]
+    with pytest.raises(CohortflowError, match=r"batch b2 has not finished .* run its cohortflow"):
+        query(store, "SELECT count(*) FROM samples")
+    monkeypatch.setattr(store_mod, "_rebuild_cohort_tables", real)
+    aggregate(store, "b2", [inputs["C"]])
+    assert store_mod.unfinished_batches(store) == []
+    once = tmp_path / "once"
+    aggregate(once, "b1", [inputs["A"], inputs["B"]])
+    aggregate(once, "b2", [inputs["C"]])
+    for table in ("samples", "genotypes", "variants"):
+        assert _sorted_rows(store, table) == _sorted_rows(once, table)
+
+
 @pytest.mark.shared
 def test_real_cohort_counts_match_multisample_vcf(shared_data: Path, tmp_path: Path) -> None:
     """1000 Genomes chr22 (100 samples x 100 records): split per sample, aggregate without
