@@ -125,27 +125,70 @@ DISCLAIMER = (
 # --------------------------------------------------------------------------- pure helpers
 
 
+_GERMLINE = {
+    "pathogenic": "pathogenic",
+    "likely_pathogenic": "pathogenic",
+    "uncertain_significance": "vus",
+    "likely_benign": "benign",
+    "benign": "benign",
+}
+
+
+def _germline_classes(significance: str) -> list[str]:
+    """The germline classes ("pathogenic", "vus", "benign", "conflicting") of the "|" parts
+    of a CLNSIG value; other terms (risk_factor, drug_response, other, ...) give none. The "/"
+    terms of a part (Pathogenic/Likely_pathogenic/likely_risk_allele) give their one class, or
+    "conflicting" when they disagree."""
+    out = []
+    for part in significance.split("|"):
+        text = part.strip().replace(" ", "_").lower()
+        if text.startswith("conflicting"):
+            out.append("conflicting")
+            continue
+        terms = {
+            _GERMLINE[term]
+            for t in text.split("/")
+            if (term := re.sub(r",?_low_penetrance$", "", t.strip(",_"))) in _GERMLINE
+        }
+        if len(terms) == 1:
+            out.append(terms.pop())
+        elif terms:
+            out.append("conflicting")  # Pathogenic/Benign and the like
+    return out
+
+
 def clinvar_class(significance: str | None) -> str | None:
     """Class of a ClinVar CLNSIG value: "pathogenic" (Pathogenic, Likely_pathogenic, both, also
     with low penetrance), "vus" (Uncertain_significance, conflicting) or None (benign, other).
-    Only the primary term (before "|") counts."""
+
+    Every "|" part counts, not only the first: NCBI's files put the germline classification
+    first and other terms after it (Pathogenic|risk_factor), but the 2016-2018 re-processed
+    files and the pre-2017 ones list each submitter's classification, alphabetically
+    (Benign|Pathogenic). As ClinVar aggregates them, pathogenic terms alone are pathogenic;
+    pathogenic with benign or uncertain ones, or uncertain with benign ones, are conflicting
+    ("vus": shown with the uncertain ones, with the whole text); benign alone is None.
+    """
     if not significance:
         return None
-    primary = significance.split("|")[0].strip().replace(" ", "_").lower()
-    terms = [re.sub(r",?_low_penetrance$", "", t.strip(",_")) for t in primary.split("/")]
-    if terms and all(t in ("pathogenic", "likely_pathogenic") for t in terms):
+    classes = set(_germline_classes(significance))
+    if classes == {"pathogenic"}:
         return "pathogenic"
-    if primary.startswith("uncertain_significance") or primary.startswith("conflicting"):
+    if "conflicting" in classes or "vus" in classes or len(classes) > 1:
         return "vus"
     return None
 
 
 def _pathogenic_rank(significance: str) -> int:
-    """0 Pathogenic, 1 Pathogenic/Likely_pathogenic, 2 Likely_pathogenic (sort key)."""
-    primary = significance.split("|")[0].lower()
-    if primary.startswith("pathogenic") and "likely" not in primary:
-        return 0
-    return 1 if primary.startswith("pathogenic") else 2
+    """0 Pathogenic, 1 Pathogenic/Likely_pathogenic, 2 Likely_pathogenic (sort key): the rank
+    of the most severe "|" part."""
+    ranks = []
+    for part in significance.split("|"):
+        text = part.strip().lower()
+        if text.startswith("pathogenic"):
+            ranks.append(0 if "likely" not in text else 1)
+        elif text.startswith("likely_pathogenic"):
+            ranks.append(2)
+    return min(ranks, default=2)
 
 
 def zygosity(alt_count: int, ploidy: int | None) -> str:
@@ -817,7 +860,8 @@ def _findings_section(
         "frequency among all samples of the cohort called at the site. " + esc(DISCLAIMER) + "</p>"
     )
     parts.append(
-        f"<details>\n<summary>Variants of uncertain significance ({len(vus)})</summary>\n"
+        "<details>\n<summary>Variants of uncertain significance or conflicting "
+        f"classifications ({len(vus)})</summary>\n"
         + (
             table(FINDING_HEADERS, _findings_rows(vus), numeric=(7, 8), css="findings")
             if vus
@@ -964,7 +1008,7 @@ def _sample_report(
             ),
             "bad" if plp else ("" if unreliable else "good"),
         ),
-        (f"{len(vus)} of uncertain significance", ""),
+        (f"{len(vus)} of uncertain significance or conflicting", ""),
     ]
     body = "\n".join(
         [

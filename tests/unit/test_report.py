@@ -178,7 +178,7 @@ def test_sample_report_findings_zygosity_and_isolation(store: Path, tmp_path: Pa
     assert findings.index("CFTR") < findings.index("XGENE")  # pathogenic before likely
     assert "FSG" not in findings  # not in ClinVar: no finding
     details = alpha[alpha.index("<details>") : alpha.index("</details>")]
-    assert "Variants of uncertain significance (1)" in details
+    assert "Variants of uncertain significance or conflicting classifications (1)" in details
     assert "GENE3" in details and "Uncertain significance" in details
     assert "GENE3" not in alpha[: alpha.index("<details>")]
     # identity, with the sex check against the QC JSON and the run date
@@ -519,7 +519,18 @@ def test_small_parsers(tmp_path: Path) -> None:
     assert clinvar_class("Uncertain_significance") == "vus"
     assert clinvar_class("Conflicting_classifications_of_pathogenicity") == "vus"
     assert clinvar_class("Benign/Likely_benign") is None
-    assert clinvar_class("risk_factor|Pathogenic") is None
+    # every "|" part counts: older files list each submitter's term, alphabetically
+    assert clinvar_class("risk_factor|Pathogenic") == "pathogenic"
+    assert clinvar_class("Likely_pathogenic|Pathogenic") == "pathogenic"
+    assert clinvar_class("Pathogenic/Likely_pathogenic/likely_risk_allele") == "pathogenic"
+    assert clinvar_class("Benign|Pathogenic") == "vus"  # conflicting, not dropped
+    assert clinvar_class("Likely_benign|Pathogenic") == "vus"
+    assert clinvar_class("Pathogenic|Uncertain_significance") == "vus"
+    assert clinvar_class("Benign|Uncertain_significance") == "vus"
+    assert clinvar_class("Benign|other|Benign") is None
+    assert clinvar_class("drug_response|other") is None
+    assert report._pathogenic_rank("Likely_pathogenic|Pathogenic") == 0
+    assert report._pathogenic_rank("Likely_pathogenic") == 2
     assert clinvar_class(None) is None
     assert af_histogram([0.0, 0.005, 0.01, 0.3, 1.0, 0.5]) == [2, 1, 0, 0, 1, 2]
     assert sex_check("male", "female") == "mismatch"
