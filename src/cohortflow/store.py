@@ -430,6 +430,7 @@ def _header(
             is_bcf = bool(vf.is_bcf)
             contigs = frozenset(str(c) for c in vf.header.contigs)
             provenance = vcfinfo.header_provenance(vf.header.records)
+            has_gt = "GT" in vf.header.formats
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{path}: cannot read {what} ({exc}); check it is a VCF") from None
     finally:
@@ -438,6 +439,12 @@ def _header(
         raise CohortflowError(
             f"{path}: {what} has {len(samples)} samples, expected exactly 1; "
             "split it per sample (bcftools view -s)"
+        )
+    if not has_gt:
+        # without genotypes every site would be stored as a no-call of this sample
+        raise CohortflowError(
+            f"{path}: {what} has no genotypes (no FORMAT/GT in its header); give the VCF the "
+            "caller wrote, with its GT field"
         )
     return samples[0], numbers, is_bcf, contigs, provenance
 
@@ -1457,10 +1464,29 @@ def open_store(store: Path, unfinished: bool = False) -> duckdb.DuckDBPyConnecti
 def query(store: Path, sql: str) -> pa.Table:
     """Run ``sql`` against the store's views; return the result as an Arrow table.
 
-    A missing store or an SQL error raises CohortflowError carrying DuckDB's message.
+    The query is read-only: one SELECT (DESCRIBE, SUMMARIZE, VALUES, ...) or EXPLAIN
+    statement; COPY, CREATE, ATTACH, SET and the like are refused, so that no query writes
+    into the store. A missing store, a folder that is not one, or an SQL error raises
+    CohortflowError carrying DuckDB's message.
     """
+    if Path(store).is_dir() and not (Path(store) / "_batches").is_dir():
+        raise CohortflowError(
+            f"{store}: not a cohort store (it has no _batches folder); give the folder that "
+            "cohortflow aggregate wrote"
+        )
     con = open_store(store)
     try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1:
+            raise CohortflowError(
+                f"query on {store}: give one SQL statement, not {len(statements)}"
+            )
+        if statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+            raise CohortflowError(
+                f"query on {store}: {statements[0].type.name} statements are not allowed; "
+                "cohortflow query is read-only (SELECT, DESCRIBE, SUMMARIZE, EXPLAIN). To "
+                "export, run DuckDB on the store's Parquet files (README: the cohort store)"
+            )
         rel = con.sql(sql)
         if rel is None:
             return pa.table({})
@@ -2257,7 +2283,7 @@ def aggregate(
         if clashes and not replace:
             raise CohortflowError(
                 f"{store}: sample(s) {', '.join(clashes)} already in the store (batch "
-                f"{existing[clashes[0]]}); remove them from this batch or pass replace to replace them"
+                f"{existing[clashes[0]]}); remove them from this batch or use --replace to replace them"
             )
         with tempfile.TemporaryDirectory(prefix=".tmp.spill.", dir=store) as spill:
             # every input is read and checked before the store is touched

@@ -79,3 +79,25 @@ def test_query_views_and_errors(store: Path, cohortflow_cli: Callable) -> None:
     assert out.returncode != 0 and "nope" in out.stderr and "Traceback" not in out.stderr
     out = cohortflow_cli("query", str(store / "missing"), "SELECT 1")
     assert out.returncode != 0 and "not found" in out.stderr
+
+
+def test_query_is_read_only_and_needs_a_store(
+    store: Path, tmp_path: Path, cohortflow_cli: Callable
+) -> None:
+    """A COPY into the store's folder would add a file that every view then reads: refused,
+    as is any statement that is not a query, and several statements at once (only the last
+    result would show). A folder that aggregate did not write is not a store."""
+    target = store / "samples" / "zz.parquet"
+    out = cohortflow_cli("query", str(store), f"COPY (SELECT 1 AS x) TO '{target}'")
+    assert out.returncode == 2 and "COPY statements are not allowed" in out.stderr
+    assert not target.exists()
+    for sql, said in (
+        ("CREATE TABLE t AS SELECT 1", "CREATE statements are not allowed"),
+        ("SELECT 1; SELECT 2", "give one SQL statement, not 2"),
+    ):
+        out = cohortflow_cli("query", str(store), sql)
+        assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr
+    out = cohortflow_cli("query", str(store), "SELECT count(*) AS n FROM samples")
+    assert out.returncode == 0 and _rows(out.stdout)[1] == ["4"]  # the fixture has 4 samples
+    out = cohortflow_cli("query", str(tmp_path), "SELECT 1")
+    assert out.returncode == 2 and "not a cohort store (it has no _batches folder)" in out.stderr

@@ -436,6 +436,15 @@ def test_bad_inputs(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
         aggregate(store, "b1", [SampleInput("U", unsorted)])
     with pytest.raises(CohortflowError, match="given twice"):
         aggregate(store, "b1", [inputs["A"], inputs["A"]])
+    # genotypes removed (bcftools annotate -x FORMAT/GT): not a sample of no-calls
+    no_gt = tmp_path / "G.vcf"
+    no_gt.write_text(
+        HEADER.replace('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n', "")
+        + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tG\n"
+        + "chr1\t100\t.\tA\tG\t50\tPASS\t.\tDP\t30\n"
+    )
+    with pytest.raises(CohortflowError, match=r"G.vcf: VCF has no genotypes \(no FORMAT/GT"):
+        aggregate(store, "b1", [SampleInput("G", no_gt)])
     with pytest.raises(CohortflowError, match="not allowed"):
         aggregate(store, "b1", [SampleInput("bad id", inputs["A"].vcf)])
     with pytest.raises(CohortflowError, match="not found"):
