@@ -1692,6 +1692,28 @@ def _check_build(
             )
 
 
+def _warn_mixed_releases(
+    store: Path, committed: Mapping[str, Mapping[str, Any]], metadata: Mapping[str, str] | None
+) -> None:
+    """Warn when the batch was annotated with another knowledge-base release than the store's
+    batches (as re-annotated): the variants table's ClinVar columns hold one sample's
+    annotation per allele, so they would mix releases."""
+    new = (metadata or {}).get("kb_release")
+    if not new:
+        return
+    stored = _merged_metadata(store, committed, None).get("kb_release")
+    others = sorted(set((stored or "").split(",")) - {"", new})
+    if others:
+        log.warning(
+            "%s: batch annotated with knowledge base %s, the store's batches with %s; each "
+            "sample report uses the sample's own annotation, but the variants table's ClinVar "
+            "columns will mix releases: run cohortflow reannotate to bring the store to one",
+            store,
+            new,
+            ", ".join(others),
+        )
+
+
 def _merged_metadata(
     store: Path, committed: Mapping[str, Mapping[str, Any]], metadata: Mapping[str, str] | None
 ) -> dict[str, str]:
@@ -2274,6 +2296,7 @@ def aggregate(
                 "(use replace to re-aggregate its samples under the new name)"
             )
         _check_build(store, committed, metadata)
+        _warn_mixed_releases(store, committed, metadata)
         con = open_store(store)
         try:
             existing = _stored_samples(con)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -214,7 +215,9 @@ def test_sample_report_findings_zygosity_and_isolation(store: Path, tmp_path: Pa
     assert "clinvar_20240101" in alpha and "clinvar_20240101" not in charlie
 
 
-def test_sample_report_shows_the_sample_own_clinvar_release(tmp_path: Path) -> None:
+def test_sample_report_shows_the_sample_own_clinvar_release(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Batch b1 was annotated with a release where chr1:100 A>G is of uncertain significance
     (1 star), batch b2 with one where an expert panel calls it pathogenic. Each sample's report
     shows its own annotation, not the one the cohort's variants table keeps (one sample's per
@@ -227,8 +230,12 @@ def test_sample_report_shows_the_sample_own_clinvar_release(tmp_path: Path) -> N
     a = write_vcf(tmp_path / "a.vcf.gz", "AAA-FIRST", [f"chr1 100 A G {old} 0/1:30:50"])
     b = write_vcf(tmp_path / "b.vcf.gz", "ZZZ-LAST", [f"chr1 100 A G {new} 0/1:31:50"])
     out = tmp_path / "store"
-    aggregate(out, "b1", [SampleInput("AAA-FIRST", a)])
-    aggregate(out, "b2", [SampleInput("ZZZ-LAST", b)])
+    aggregate(out, "b1", [SampleInput("AAA-FIRST", a)], metadata={"kb_release": "2016-09-10"})
+    with caplog.at_level(logging.WARNING, logger="cohortflow.store"):
+        aggregate(out, "b2", [SampleInput("ZZZ-LAST", b)], metadata={"kb_release": "2026-02-26"})
+    assert "annotated with knowledge base 2026-02-26, the store's batches with 2016-09-10" in (
+        caplog.text
+    )
     counts = write_sample_report(out, "ZZZ-LAST", tmp_path / "z.html")
     page = (tmp_path / "z.html").read_text()
     assert counts["pathogenic"] == 1 and counts["vus"] == 0
