@@ -766,8 +766,40 @@ def _clinvar_link(variation_id: Any) -> str:
     return esc(text)
 
 
-def _genotype(row: Mapping[str, Any]) -> str:
-    text = f"{esc(zygosity(row['alt_count'], row['ploidy']))}<br><span class='note'>GT {esc(row['gt'])}"
+_MITOCHONDRIA = frozenset({"chrM", "chrMT", "MT", "M"})
+# The pseudoautosomal regions of X and Y (1-based, inclusive), GRCh37 and GRCh38 together:
+# outside them a male has one copy.
+_PARS = {
+    "X": ((10_001, 2_781_479), (154_931_044, 156_030_895)),
+    "Y": ((10_001, 2_781_479), (56_887_903, 57_217_415), (59_034_050, 59_363_566)),
+}
+
+
+def copy_context(row: Mapping[str, Any], sex: str | None) -> str | None:
+    """What the zygosity means where one copy is expected: homoplasmic or heteroplasmic on the
+    mitochondrion; for a male on X or Y outside the PARs, a diploid call read as hemizygous
+    (1/1) or flagged (0/1). None elsewhere."""
+    contig = str(row["contig"])
+    if contig in _MITOCHONDRIA:
+        return "homoplasmic" if row["alt_count"] >= (row["ploidy"] or 1) else "heteroplasmic"
+    chrom = contig[3:] if contig.startswith("chr") else contig
+    if sex != "male" or chrom not in _PARS or row["ploidy"] != 2:
+        return None
+    if any(lo <= row["pos"] <= hi for lo, hi in _PARS[chrom]):
+        return None
+    if row["alt_count"] >= 2:
+        return f"hemizygous: a male has one {chrom} here (called 1/1 by a diploid model)"
+    return (
+        f"unexpected for a male, who has one {chrom} here: mosaicism, a duplication or a "
+        "mapping artefact; confirm before acting on it"
+    )
+
+
+def _genotype(row: Mapping[str, Any], sex: str | None = None) -> str:
+    text = f"{esc(zygosity(row['alt_count'], row['ploidy']))}"
+    if (context := copy_context(row, sex)) is not None:
+        text += f" <span class='warn'>({esc(context)})</span>"
+    text += f"<br><span class='note'>GT {esc(row['gt'])}"
     text += f", depth {num(row.get('dp'))}, GQ {num(row.get('gq'))}</span>"
     if row.get("filter") not in (None, ".", "PASS"):
         text += f"<br><span class='warn'>filter {esc(row['filter'])}</span>"
@@ -788,14 +820,14 @@ FINDING_HEADERS = (
 )
 
 
-def _findings_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def _findings_rows(rows: Sequence[Mapping[str, Any]], sex: str | None = None) -> list[list[str]]:
     return [
         [
             esc(r.get("gene")),
             _change(r),
             esc((r.get("consequence") or "").replace("&", " & ") or None),
             esc((r.get("clinvar_significance") or "").replace("_", " ")),
-            _genotype(r),
+            _genotype(r, sex),
             _stars(r.get("clinvar_review_stars"), r.get("clinvar_review_status")),
             _condition(r.get("clinvar_condition")),
             num(r.get("pop_af")),
@@ -838,10 +870,13 @@ def _findings_section(
     plp: Sequence[Mapping[str, Any]],
     vus: Sequence[Mapping[str, Any]],
     unreliable: str | None = None,
+    sex: str | None = None,
 ) -> str:
     parts = ["<h2>Findings: ClinVar pathogenic and likely pathogenic</h2>"]
     if plp:
-        parts.append(table(FINDING_HEADERS, _findings_rows(plp), numeric=(7, 8), css="findings"))
+        parts.append(
+            table(FINDING_HEADERS, _findings_rows(plp, sex), numeric=(7, 8), css="findings")
+        )
     elif unreliable:
         parts.append(
             f"<p class='warn'>Not assessable: {esc(unreliable)}. No ClinVar pathogenic or likely "
@@ -863,7 +898,7 @@ def _findings_section(
         "<details>\n<summary>Variants of uncertain significance or conflicting "
         f"classifications ({len(vus)})</summary>\n"
         + (
-            table(FINDING_HEADERS, _findings_rows(vus), numeric=(7, 8), css="findings")
+            table(FINDING_HEADERS, _findings_rows(vus, sex), numeric=(7, 8), css="findings")
             if vus
             else "<p>None.</p>"
         )
@@ -1016,7 +1051,7 @@ def _sample_report(
             _identity_section(sample, ident, inferred, run_date),
             _qc_section(qc, qc_thresholds, origin, _coverage_plot(coverage_dist, qc_thresholds)),
             _summary_section(summary, counts["n"], counts["called"], genotype_qc),
-            _findings_section(plp, vus, unreliable),
+            _findings_section(plp, vus, unreliable, ident.get("sex") or inferred),
             _provenance_table(store, [ident["batch"]], provenance, kb_dir),
         ]
     )

@@ -284,6 +284,38 @@ def test_negative_result_not_assessable_when_qc_failed_or_nothing_called(tmp_pat
         assert "do not report it as negative" in pages[sample]
 
 
+def test_copy_context_of_mitochondrial_and_male_sex_chromosome_calls(tmp_path: Path) -> None:
+    """A diploid call on X outside the PARs of a male is hemizygous (1/1) or suspicious (0/1);
+    the same call of a female, or inside a PAR, is what it says; the mitochondrion has
+    homoplasmic and heteroplasmic calls."""
+
+    def row(contig: str, pos: int, alt_count: int, ploidy: int) -> dict:
+        return {"contig": contig, "pos": pos, "alt_count": alt_count, "ploidy": ploidy}
+
+    het_x = row("chrX", 31_000_000, 1, 2)
+    assert "unexpected for a male" in (report.copy_context(het_x, "male") or "")
+    assert report.copy_context(het_x, "female") is None
+    assert report.copy_context(row("X", 2_000_000, 1, 2), "male") is None  # PAR1
+    assert report.copy_context(row("chrX", 155_800_000, 1, 2), "male") is None  # PAR2 (GRCh38)
+    assert (report.copy_context(row("chrX", 31_000_000, 2, 2), "male") or "").startswith(
+        "hemizygous: a male has one X here"
+    )
+    assert report.copy_context(row("chrX", 31_000_000, 1, 1), "male") is None  # haploid call
+    assert report.copy_context(row("chrY", 14_000_000, 1, 2), "male") is not None
+    assert report.copy_context(row("chrM", 3243, 1, 2), None) == "heteroplasmic"
+    assert report.copy_context(row("MT", 3243, 1, 1), None) == "homoplasmic"
+    assert report.copy_context(row("chr1", 100, 1, 2), "male") is None
+    # in a male's report: a het call on X outside the PARs is flagged next to its zygosity
+    x = write_vcf(
+        tmp_path / "x.vcf.gz", "MALE", ["chrX 500 G A CLNSIG=Pathogenic;GENE=XG;CLNVID=5 0/1:30:50"]
+    )
+    out = tmp_path / "store"
+    aggregate(out, "b1", [SampleInput("MALE", x, sex="male")])
+    write_sample_report(out, "MALE", tmp_path / "m.html")
+    cell = _row_with((tmp_path / "m.html").read_text(), "XG")
+    assert "heterozygous <span class='warn'>(unexpected for a male, who has one X here" in cell
+
+
 def test_sample_report_qc_thresholds_and_coverage_plot(store: Path, tmp_path: Path) -> None:
     qc = tmp_path / "alpha.qc.json"
     out = tmp_path / "alpha.html"
