@@ -601,7 +601,8 @@ FROM genotypes g
 JOIN (SELECT * FROM annotations WHERE sample = ? AND clinvar_significance IS NOT NULL) a
     USING (contig, variant_id)
 JOIN variants v USING (contig, variant_id)
-WHERE g.sample = ? AND g.alt_count >= 1
+-- a partial call (./1: one allele not called) stores no alt_count, but carries the allele
+WHERE g.sample = ? AND (g.alt_count >= 1 OR (g.alt_count IS NULL AND contains(g.gt, '1')))
 ORDER BY g.contig, g.pos, g.variant_id
 """
 
@@ -796,8 +797,11 @@ def copy_context(row: Mapping[str, Any], sex: str | None) -> str | None:
 
 
 def _genotype(row: Mapping[str, Any], sex: str | None = None) -> str:
-    text = f"{esc(zygosity(row['alt_count'], row['ploidy']))}"
-    if (context := copy_context(row, sex)) is not None:
+    if row["alt_count"] is None:  # a partial call: the allele is there, its copies unknown
+        text = "at least one copy <span class='warn'>(genotype incomplete)</span>"
+    else:
+        text = f"{esc(zygosity(row['alt_count'], row['ploidy']))}"
+    if row["alt_count"] is not None and (context := copy_context(row, sex)) is not None:
         text += f" <span class='warn'>({esc(context)})</span>"
     text += f"<br><span class='note'>GT {esc(row['gt'])}"
     text += f", depth {num(row.get('dp'))}, GQ {num(row.get('gq'))}</span>"

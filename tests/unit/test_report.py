@@ -32,7 +32,7 @@ from cohortflow.report import (
     write_cohort_report,
     write_sample_report,
 )
-from cohortflow.store import SampleInput, aggregate, table_files
+from cohortflow.store import SampleInput, aggregate, query, table_files
 
 HEADER = """##fileformat=VCFv4.2
 ##FILTER=<ID=PASS,Description="All filters passed">
@@ -314,6 +314,28 @@ def test_copy_context_of_mitochondrial_and_male_sex_chromosome_calls(tmp_path: P
     write_sample_report(out, "MALE", tmp_path / "m.html")
     cell = _row_with((tmp_path / "m.html").read_text(), "XG")
     assert "heterozygous <span class='warn'>(unexpected for a male, who has one X here" in cell
+
+
+def test_partial_call_of_a_pathogenic_allele_is_a_finding(tmp_path: Path) -> None:
+    """./1 leaves the store's alt_count empty (one allele was not called), but the sample
+    carries the allele: the report lists it as at least one copy, genotype incomplete."""
+    vcf = write_vcf(
+        tmp_path / "p.vcf.gz",
+        "PARTIAL",
+        [f"chr1 100 A G {P} ./1:9:10", "chr1 300 T C CLNSIG=Pathogenic;GENE=G3;CLNVID=3 ./.:0:0"],
+    )
+    out = tmp_path / "store"
+    aggregate(out, "b1", [SampleInput("PARTIAL", vcf)])
+    gts = query(out, "SELECT pos, gt, alt_count FROM genotypes ORDER BY pos").to_pylist()
+    assert gts == [
+        {"pos": 100, "gt": "1/.", "alt_count": None},
+        {"pos": 300, "gt": "./.", "alt_count": None},
+    ]
+    counts = write_sample_report(out, "PARTIAL", tmp_path / "p.html")
+    assert counts["pathogenic"] == 1
+    cell = _row_with((tmp_path / "p.html").read_text(), "CFTR")
+    assert "at least one copy <span class='warn'>(genotype incomplete)</span>" in cell
+    assert "GT 1/., depth 9, GQ 10" in cell
 
 
 def test_sample_report_qc_thresholds_and_coverage_plot(store: Path, tmp_path: Path) -> None:
