@@ -37,6 +37,7 @@ import pysam
 
 from cohortflow import vcfinfo
 from cohortflow.atomic import atomic_output, atomic_outputs, scratch_dir
+from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
 from cohortflow.kb import KnowledgeBase, load_kb, percent_decode
@@ -82,6 +83,15 @@ FINDINGS_COLUMNS = (
     "clnrevstat",
 )
 TRANSCRIPT = "TRANSCRIPT"  # INFO: transcript of the most severe csq consequence
+# Every INFO key annotation writes. An input record's own values of these keys are removed,
+# declared in its header or not, so each key appears once, with this KB's value or not at all.
+_WRITTEN_INFO = (*vcfinfo.ANNOTATION_FIELDS, TRANSCRIPT)
+_WRITTEN_INFO_RE = "(?:^|;)(?:" + "|".join(_WRITTEN_INFO) + ")(?:[=;]|$)"
+# One scan of a block's INFO text finds both rare cases: an END key (the index is then left to
+# htslib) and keys annotation writes (then removed); each is looked at closer only when found.
+_RARE_INFO_RE = "END=|" + _WRITTEN_INFO_RE
+# one of those keys in a VCF data line (or, rarely, a like word in another column)
+_WRITTEN_INFO_IN_LINE_RE = "[\t;](?:" + "|".join(_WRITTEN_INFO) + ")[=;\t]"
 
 # The KB columns annotation reads: the allele key (for re-keying) and the annotated values.
 _KB_COLUMNS = (
@@ -341,6 +351,9 @@ def _kb_lookup(
 
 
 def _open_variants(path: Path) -> pysam.VariantFile:
+    plain_gzip = plain_gzip_vcf_problem(path)
+    if plain_gzip:
+        raise CohortflowError(plain_gzip)
     # htslib prints "[E::idx_find_and_load] Could not retrieve index file" for every unindexed
     # input; no index is needed for a linear read, so keep the log free of that false alarm.
     previous = pysam.set_verbosity(0)
@@ -382,44 +395,37 @@ def _prepare(
     gff3: Path | None,
     ref_lengths: dict[str, int],
     renames: dict[str, str],
-    strip: list[str],
+    drop: tuple[list[str], list[str]],
     tmp: Path,
 ) -> Path:
     """The general path: rename contigs, strip old annotations, split + left-align (bcftools
-    norm, REF checked), run csq; out: an uncompressed VCF in ``tmp`` for the text engine."""
+    norm, REF checked), run csq; out: an uncompressed VCF in ``tmp`` for the text engine.
+
+    ``drop``: INFO keys to remove from every record, (declared in the header, not declared).
+    """
     current = in_vcf
-    if renames:
-        chr_map = tmp / "rename_chrs.txt"
-        chr_map.write_text("".join(f"{a}\t{b}\n" for a, b in renames.items()))
-        bcftools(
-            [
-                "annotate",
-                "--no-version",
-                "--rename-chrs",
-                chr_map,
-                "-Ou",
-                "-o",
-                tmp / "renamed.bcf",
-                current,
-            ],
-            f"renaming contigs of {in_vcf}",
-        )
-        current = tmp / "renamed.bcf"
-    if strip:
-        bcftools(
-            [
-                "annotate",
-                "--no-version",
-                "-x",
-                ",".join(f"INFO/{k}" for k in strip),
-                "-Ou",
-                "-o",
-                tmp / "stripped.bcf",
-                current,
-            ],
-            f"removing old annotations from {in_vcf}",
-        )
-        current = tmp / "stripped.bcf"
+    declared, undeclared = drop
+    if renames or declared or undeclared:
+        args: list[str | Path] = ["annotate", "--no-version"]
+        if renames:
+            chr_map = tmp / "rename_chrs.txt"
+            chr_map.write_text("".join(f"{a}\t{b}\n" for a, b in renames.items()))
+            args += ["--rename-chrs", chr_map]
+        if undeclared:
+            # htslib reads an undeclared key but cannot write it into a BCF: declare, then drop
+            lines = tmp / "undeclared_info.txt"
+            lines.write_text(
+                "".join(
+                    f'##INFO=<ID={k},Number=.,Type=String,Description="dropped by annotate">\n'
+                    for k in undeclared
+                )
+            )
+            args += ["--header-lines", lines]
+        if declared or undeclared:
+            args += ["-x", ",".join(f"INFO/{k}" for k in (*declared, *undeclared))]
+        args += ["-Ou", "-o", tmp / "prepared_input.bcf", current]
+        bcftools(args, f"renaming contigs and removing old annotations of {in_vcf}")
+        current = tmp / "prepared_input.bcf"
     norm_what = f"splitting and left-aligning {in_vcf} against {reference}"
     try:
         _norm(current, reference, tmp / "split.bcf", norm_what)
@@ -481,10 +487,21 @@ def _norm(in_path: Path, reference: Path, out: Path, what: str) -> None:
 
 
 def _gff_lines(gff3: Path) -> Iterator[str]:
+    """The lines of a plain or gzipped GFF3; CohortflowError when it is not text (a BAM, a
+    corrupt gzip file)."""
     with open(gff3, "rb") as fh:
         compressed = fh.read(2) == b"\x1f\x8b"
-    with gzip.open(gff3, "rt") if compressed else open(gff3) as fh:
-        yield from fh
+    try:
+        with gzip.open(gff3, "rt") if compressed else open(gff3) as fh:
+            yield from fh
+    except UnicodeDecodeError:
+        raise CohortflowError(
+            f"{gff3}: is not a GFF3 text file (it holds binary data); give a GFF3, plain or gzipped"
+        ) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise CohortflowError(
+            f"{gff3}: cannot be decompressed ({exc}); give a complete GFF3, plain or gzipped"
+        ) from None
 
 
 def _gff_on_reference(gff3: Path, ref_lengths: dict[str, int], reference: Path, tmp: Path) -> Path:
@@ -798,12 +815,12 @@ class _TbiRecords:
         pos_text: pa.Array,
         pos: np.ndarray,
         ref: pa.Array,
-        info: pa.Array,
+        info: pa.Array | None,
         lines: pa.Array,
     ) -> None:
         """Note one block of records: CHROM, POS, REF as written, ``info`` the INFO column of
-        the input (the fields annotate adds are percent-encoded: never an END key), ``lines``
-        the written lines with their newlines."""
+        the input (the fields annotate adds are percent-encoded: never an END key; None when
+        the caller found no END key in it), ``lines`` the written lines with their newlines."""
         if not self.usable or len(lines) == 0:
             return
         p_first, _, _ = _first_last_len(pos_text)
@@ -813,7 +830,7 @@ class _TbiRecords:
             np.any((p_first < ord("1")) | (p_first > ord("9")))  # htslib: strtoll base 0
             or np.any((c_first == ord("#")) | (c_len == 0))  # '#': a comment line to tabix
             or np.any(ref_len == 0)
-            or pc.any(pc.match_substring(info, "END=")).as_py()
+            or (info is not None and pc.any(pc.match_substring(info, "END=")).as_py())
         ):
             self.usable = False
             return
@@ -964,6 +981,22 @@ def _upper(values: pa.Array) -> pa.Array:
     return pc.utf8_upper(values)
 
 
+def _without_written_keys(info: pa.Array) -> pa.Array:
+    """The INFO column (one string per record, '.' when empty) without the keys annotation
+    writes (:data:`_WRITTEN_INFO`); ``info`` itself when no record carries one."""
+    hits = pc.match_substring_regex(info, _WRITTEN_INFO_RE)
+    if not pc.any(hits).as_py():
+        return info
+    written = set(_WRITTEN_INFO)
+    out = []
+    for text, hit in zip(info.to_pylist(), hits.to_pylist(), strict=True):
+        if hit:
+            kept = [kv for kv in text.split(";") if kv.split("=", 1)[0] not in written]
+            text = ";".join(kept) or "."
+        out.append(text)
+    return pa.array(out, info.type)
+
+
 def _only_acgt(values: pa.Array) -> np.ndarray:
     """Per string: made of A, C, G and T only, at least one (the regex ``^[ACGT]+$``)."""
     if values.null_count or values.type != pa.string():
@@ -1024,6 +1057,24 @@ def _is_text_vcf(path: Path) -> bool:
             return fh.read(1) == b"#"
     except _READ_ERRORS:
         return False
+
+
+def _carries_written_keys(text_vcf: Path) -> bool:
+    """Whether a record of the text VCF ``text_vcf`` may carry an INFO key annotation writes.
+
+    Reads the whole file (a few hundred MB/s); True also for such a word in another column, never
+    False for a file that has one. An unreadable file gives False (the next step reports it).
+    """
+    try:
+        with _open_vcf_bytes(text_vcf) as fh:
+            _read_header(fh, text_vcf)
+            for block in _blocks(fh, text_vcf):
+                found = pc.match_substring_regex(pa.array([block]), _WRITTEN_INFO_IN_LINE_RE)
+                if found[0].as_py():
+                    return True
+    except _READ_ERRORS + (CohortflowError,):
+        return False
+    return False
 
 
 def _read_header(fh: BinaryIO, path: Path) -> list[str]:
@@ -1235,7 +1286,8 @@ class _Engine:
             counts["matched"] += np.bincount(vclass[matched], minlength=4)
         csq = self.consequences(cols["INFO"]) if self.with_csq else {}
         self.with_consequence += len(csq)
-        info = self.info(cols["INFO"], clin_idx, pop_idx, csq)
+        rare = pc.any(pc.match_substring_regex(cols["INFO"], _RARE_INFO_RE)).as_py()
+        info = self.info(cols["INFO"], clin_idx, pop_idx, csq, own_keys=bool(rare))
         out_cols = [chrom, pos_text, cols["ID"], ref if moved else cols["REF"]]
         out_cols += [alt if moved else cols["ALT"], cols["QUAL"], cols["FILTER"], info]
         out_cols += [cols[name] for name in tbl.column_names[8:]]
@@ -1243,7 +1295,8 @@ class _Engine:
         out_cols[-1] = pc.binary_join_element_wise(out_cols[-1], pa.scalar(""), "\n")
         lines = pc.binary_join_element_wise(*out_cols, "\t")
         text = _joined_bytes(lines)
-        self.tbi.add(chrom, contigs, pos_text, pos, out_cols[3], cols["INFO"], lines)
+        info_in = cols["INFO"] if rare else None
+        self.tbi.add(chrom, contigs, pos_text, pos, out_cols[3], info_in, lines)
         self.collect_findings(cols, chrom, pos, ref, alt, vid, clin_idx, pop_idx, csq)
         self.row_base += n
         return text
@@ -1307,8 +1360,12 @@ class _Engine:
         clin_idx: pa.Array | None,
         pop_idx: pa.Array | None,
         csq: dict[int, Consequence],
+        own_keys: bool = True,
     ) -> pa.Array:
-        """The INFO column with the KB (and csq) fields added."""
+        """The INFO column with the KB (and csq) fields added, the input's own values of them
+        removed (``own_keys`` False: the caller found none in ``info``)."""
+        if own_keys:
+            info = _without_written_keys(info)
         parts = [pc.if_else(pc.equal(info, "."), "", info)]
         if self.clin is not None and clin_idx is not None:
             parts.append(self.clin.info(clin_idx))
@@ -1507,10 +1564,12 @@ def _classes(ref: pa.Array, alt: pa.Array) -> np.ndarray:
 def _header_lines(
     lines: list[str], renames: dict[str, str], release: str | None, with_csq: bool
 ) -> str:
-    """The output header: contigs renamed, old release line dropped, our INFO lines added."""
+    """The output header: contigs renamed, old release line and old definitions of the INFO
+    keys annotation writes dropped, our INFO lines added."""
     out = []
+    ours = tuple(f"##INFO=<ID={key}," for key in _WRITTEN_INFO)
     for line in lines[:-1]:
-        if line.startswith("##cohortflow_kb_release="):
+        if line.startswith("##cohortflow_kb_release=") or line.startswith(ours):
             continue
         if renames and line.startswith("##contig=<"):
             m = re.search(r"ID=([^,>]+)", line)
@@ -1604,9 +1663,16 @@ def _load_kb_tables(kb_dir: Path, reference: Path, ref_lengths: dict[str, int]) 
     )
 
 
-def _strip_needed(in_vcf: Path) -> list[str]:
+def _strip_needed(in_vcf: Path) -> tuple[list[str], list[str]]:
+    """INFO keys to remove from ``in_vcf`` before annotating: (those of annotation and csq's
+    BCSQ that its header declares, those of annotation it does not). Records may carry an
+    undeclared one (a stale ``CLNSIG=Benign`` with no ##INFO line); it is removed too."""
     with _open_variants(in_vcf) as vf:
-        return [k for k in (*vcfinfo.ANNOTATION_FIELDS, TRANSCRIPT, "BCSQ") if k in vf.header.info]
+        declared = {str(k) for k in vf.header.info}
+    return (
+        [k for k in (*_WRITTEN_INFO, "BCSQ") if k in declared],
+        [k for k in _WRITTEN_INFO if k not in declared],
+    )
 
 
 def annotate_vcf(
@@ -1633,6 +1699,12 @@ def annotate_vcf(
     in_vcf, kb_dir, reference, out_vcf = Path(in_vcf), Path(kb_dir), Path(reference), Path(out_vcf)
     if not in_vcf.is_file():
         raise CohortflowError(f"{in_vcf}: VCF not found; check the path")
+    for output in (out_vcf, Path(f"{out_vcf}.tbi"), findings_tsv, audit_json):
+        # found before the work, not at the final rename (atomic_outputs checks there too)
+        if output is not None and Path(output).is_dir():
+            raise CohortflowError(
+                f"{output}: is a folder, not a file; give a file path for this output"
+            )
     ref_lengths = fasta_contig_lengths(reference)
     out_vcf.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -1650,7 +1722,8 @@ def annotate_vcf(
 
         tmp = Path(tmp_text)
         renames = _sample_contigs(in_vcf, ref_lengths, reference)
-        strip = _strip_needed(in_vcf)
+        strip, undeclared = _strip_needed(in_vcf)
+        is_text = _is_text_vcf(in_vcf)
         plain = tmp / "annotated.vcf.gz"
 
         def run(text_vcf: Path, fast: bool, names: dict[str, str]) -> _Engine:
@@ -1671,14 +1744,18 @@ def annotate_vcf(
             return engine
 
         engine = None
-        if gff3 is None and not strip and _is_text_vcf(in_vcf):
+        # the fast path reads the text itself; the engine drops undeclared keys we write
+        if gff3 is None and not strip and is_text:
             try:
                 engine = run(in_vcf, True, renames)
             except _NeedsGeneralPath:
                 log.info("%s: multiallelic records; splitting them with bcftools norm", in_vcf)
         if engine is None:
             loading.result()  # a KB problem is reported before the input is rewritten
-            prepared = _prepare(in_vcf, reference, gff3, ref_lengths, renames, strip, tmp)
+            # a BCF cannot hold undeclared keys; a text VCF may (rarely: so look first)
+            stale = is_text and _carries_written_keys(in_vcf)
+            drop = (strip, undeclared if stale else [])
+            prepared = _prepare(in_vcf, reference, gff3, ref_lengths, renames, drop, tmp)
             engine = run(prepared, False, {})
             engine.renames = renames
         tables = loading.result()

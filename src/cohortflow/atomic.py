@@ -36,9 +36,11 @@ def tmp_path_for(path: Path) -> Path:
 def atomic_output(path: Path | str, rows: int | None = None) -> Iterator[Path]:
     """Yield a temporary path; on success check it, rename it to ``path``; on error remove it.
 
-    Works for files and for directories (the caller creates the directory). ``rows``: the row
-    count a Parquet output must have (checked from its footer). Raises CohortflowError when the
-    written file fails :func:`verify_output` (nothing is renamed).
+    Works for files and for directories (the caller creates the directory); a directory
+    replaces the directory of the same name. ``rows``: the row count a Parquet output must have
+    (checked from its footer). Raises CohortflowError when the written file fails
+    :func:`verify_output` or cannot take the place of ``path`` (a file where a folder stands or
+    the reverse); then nothing is renamed and the temporary is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +55,12 @@ def atomic_output(path: Path | str, rows: int | None = None) -> Iterator[Path]:
     if not tmp.exists():
         raise RuntimeError(f"{tmp} was not written")
     _check_and_sync(tmp, path, rows)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    _check_replaceable([(tmp, path)])
+    try:
+        _replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -88,8 +93,11 @@ def scratch_dir(output: Path | str, label: str) -> Iterator[Path]:
 def atomic_outputs(*paths: Path | str) -> Iterator[list[Path]]:
     """Like :func:`atomic_output` for several files that belong together (a VCF and its index).
 
-    All are renamed only when the block finishes without error; the first path is renamed last
-    so that a present main file implies its companions are present.
+    All are renamed only when the block finishes without error, and only when every one can
+    take the place of its path (else CohortflowError naming it, nothing renamed); the first path
+    is renamed last so that a present main file implies its companions are present. When a
+    rename fails all the same, the temporaries and the companions already renamed are removed
+    (no index is left without its file) and the error is raised.
     """
     targets = [Path(p) for p in paths]
     for t in targets:
@@ -111,10 +119,48 @@ def atomic_outputs(*paths: Path | str) -> Iterator[list[Path]]:
         raise RuntimeError(f"{missing[0]} was not written")
     for tmp, target in zip(tmps, targets, strict=True):
         _check_and_sync(tmp, target, None, cleanup=tmps)
-    for tmp, target in reversed(list(zip(tmps, targets, strict=True))):
-        os.replace(tmp, target)
+    pairs = list(zip(tmps, targets, strict=True))
+    _check_replaceable(pairs, cleanup=tmps)
+    renamed: list[Path] = []
+    try:
+        for tmp, target in reversed(pairs):
+            _replace(tmp, target)
+            renamed.append(target)
+    except BaseException:
+        for t in [*tmps, *renamed]:
+            _remove(t)
+        raise
     for folder in dict.fromkeys(t.parent for t in targets):
         _fsync_dir(folder)
+
+
+def _check_replaceable(pairs: list[tuple[Path, Path]], cleanup: list[Path] | None = None) -> None:
+    """Raise CohortflowError (after removing ``cleanup``, default the temporaries) when a written
+    temporary cannot take the place of its target: a file where a folder stands or the reverse.
+
+    In: (temporary, target) pairs. A folder output replaces a folder; any output replaces a file
+    or a symlink, except that a folder cannot replace a file.
+    """
+    for tmp, target in pairs:
+        target_is_dir = target.is_dir() and not target.is_symlink()
+        if tmp.is_dir() and not target_is_dir and (target.exists() or target.is_symlink()):
+            problem = "is not a folder, so the output folder cannot be written there"
+        elif not tmp.is_dir() and target_is_dir:
+            problem = "is a folder, so the output file cannot be written there"
+        else:
+            continue
+        for t in cleanup or [tmp for tmp, _ in pairs]:
+            _remove(t)
+        raise CohortflowError(
+            f"{target}: {problem}; nothing was written, move it away or choose another path"
+        )
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; a folder output first removes the folder it replaces."""
+    if tmp.is_dir() and target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
 
 
 def _remove(p: Path) -> None:

@@ -57,6 +57,30 @@ def is_bgzf(path: Path) -> bool:
     )
 
 
+def plain_gzip_vcf_problem(path: Path) -> str | None:
+    """Why htslib cannot read the VCF ``path``: it is plain gzip, not BGZF; None otherwise.
+
+    In: any path (an unreadable one gives None and is reported by whoever opens it). Out: one
+    line naming the file and how to recompress it, or, when the gzip stream is corrupt too
+    (checked by decompressing it all), that it cannot be read.
+    """
+    path = Path(path)
+    try:
+        plain = is_gzip(path) and not is_bgzf(path)
+    except OSError:
+        return None
+    if not plain:
+        return None
+    if not gzip_stream_complete(path):
+        return (
+            f"{path}: cannot be read: gzip stream is truncated or corrupt; copy or create it again"
+        )
+    return (
+        f"{path}: compressed with gzip, not bgzip; recompress it "
+        f"(zcat {path.name} | bgzip > new.vcf.gz) so htslib tools can read it"
+    )
+
+
 def has_bgzf_eof(path: Path) -> bool:
     """True when the BGZF file ``path`` ends with the 28-byte BGZF end-of-file block."""
     return _tail(Path(path), len(BGZF_EOF)) == BGZF_EOF

@@ -1,6 +1,7 @@
 """The ``cohortflow`` command line: a thin layer over the package and Snakemake.
 
-User errors (CohortflowError) print one message and exit 2; no traceback.
+User errors (CohortflowError) print one message and exit 2; no traceback. So does an OSError
+that escapes a command (an output path that is a file, a read-only folder): it names the path.
 """
 
 from __future__ import annotations
@@ -36,6 +37,61 @@ def _existing(path: str) -> Path:
     if not p.exists():
         raise CohortflowError(f"{path}: file not found")
     return p
+
+
+def _kb_folder(path: str) -> Path:
+    """``path`` when it is a folder (a knowledge base); CohortflowError when missing or a file."""
+    p = _existing(path)
+    if not p.is_dir():
+        raise CohortflowError(
+            f"{path}: is a file, not a knowledge-base folder; give the folder that "
+            "`cohortflow kb build -o` wrote"
+        )
+    return p
+
+
+def _output_folder(path: str, what: str) -> Path:
+    """``path`` when a folder can be made or updated there; CohortflowError naming what is in
+    the way (``path`` or one of its parents is a file). ``what``: e.g. "cohort store"."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if q == p and not q.is_dir():
+                raise CohortflowError(
+                    f"{path}: is a file, not a {what} folder; give a folder path (or move the "
+                    "file away)"
+                )
+            if not q.is_dir():
+                raise CohortflowError(
+                    f"{q}: is a file, so the {what} {path} cannot be made under it; move the "
+                    "file away or choose another path"
+                )
+            break
+    return p
+
+
+# Hints for OSErrors that escape a command (see main): they mostly mean a path is in the way.
+_OS_ERROR_HINTS: tuple[tuple[type[OSError], str], ...] = (
+    (PermissionError, "check its permissions or choose another path"),
+    (NotADirectoryError, "a file stands where a folder is needed; move it or choose another path"),
+    (
+        FileExistsError,
+        "a file is in the way of a folder to be made; move it or choose another path",
+    ),
+    (IsADirectoryError, "a folder stands where a file is needed; move it or choose another path"),
+)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: ``{path}: {reason}[; hint]`` (the rename target when a rename
+    failed, as that is the path the user gave)."""
+    name = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = exc.strerror or str(exc)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    text = f"{name}: {reason}" if name is not None else reason
+    hint = next((h for kind, h in _OS_ERROR_HINTS if isinstance(exc, kind)), None)
+    return f"{text}; {hint}" if hint else text
 
 
 # -- validate / run / demo ---------------------------------------------------------------------
@@ -220,7 +276,7 @@ def cmd_kb_build(args: argparse.Namespace) -> int:
 
     manifest = build_kb(
         clinvar_vcf=_existing(args.clinvar),
-        out_dir=Path(args.output),
+        out_dir=_output_folder(args.output, "knowledge-base"),
         reference=_existing(args.reference) if args.reference else None,
         population=_existing(args.population) if args.population else None,
         gff3=_existing(args.gff3) if args.gff3 else None,
@@ -237,7 +293,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     audit = annotate_vcf(
         in_vcf=_existing(args.input),
-        kb_dir=_existing(args.kb),
+        kb_dir=_kb_folder(args.kb),
         reference=_existing(args.reference),
         out_vcf=Path(args.output),
         gff3=_existing(args.gff3) if args.gff3 else None,
@@ -257,8 +313,8 @@ def cmd_reannotate(args: argparse.Namespace) -> int:
 
     summary = reannotate_store(
         store=_existing(args.store),
-        kb_dir=_existing(args.kb),
-        out_dir=Path(args.output),
+        kb_dir=_kb_folder(args.kb),
+        out_dir=_output_folder(args.output, "reclassification delta"),
         reference=_existing(args.reference) if args.reference else None,
     )
     print(
@@ -279,6 +335,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         from cohortflow.inputs import sample_inputs_from_files
         from cohortflow.store import aggregate
 
+    store = _output_folder(args.store, "cohort store")
     inputs = sample_inputs_from_files(
         [_existing(p) for p in args.files],
         samples_tsv=_existing(args.samples) if args.samples else None,
@@ -293,7 +350,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         if value
     }
     summary = aggregate(
-        store=Path(args.store),
+        store=store,
         batch=args.batch,
         inputs=inputs,
         replace=args.replace,
@@ -463,6 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        log.debug("%s", exc, exc_info=True)
+        print(f"cohortflow: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

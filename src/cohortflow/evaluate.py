@@ -25,6 +25,7 @@ from pathlib import Path
 import pysam
 
 from cohortflow.atomic import atomic_output
+from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.contigs import map_contigs
 from cohortflow.errors import CohortflowError
 from cohortflow.normalize import fasta_name, is_symbolic, normalize_allele
@@ -252,6 +253,9 @@ def load_alleles(
     vcf = Path(vcf)
     if not vcf.is_file():
         raise CohortflowError(f"{vcf}: VCF not found; check the path")
+    plain_gzip = plain_gzip_vcf_problem(vcf)
+    if plain_gzip:
+        raise CohortflowError(plain_gzip)
     out: dict[AlleleKey, int | None] = {}
     try:
         vf = pysam.VariantFile(str(vcf))

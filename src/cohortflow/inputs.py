@@ -9,6 +9,7 @@ from typing import Any
 
 import pysam
 
+from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.errors import CohortflowError
 from cohortflow.sheets import load_samples
 from cohortflow.store import SampleInput
@@ -20,8 +21,12 @@ def describe_vcf(path: Path, probe_records: int = 2000) -> tuple[str, bool]:
     """(sample name, is_gvcf) of a single-sample VCF or gVCF.
 
     A file is a gVCF when one of its first ``probe_records`` records has a ``<*>`` or
-    ``<NON_REF>`` allele.
+    ``<NON_REF>`` allele. Raises CohortflowError for a file htslib cannot read (plain gzip
+    included).
     """
+    plain_gzip = plain_gzip_vcf_problem(path)
+    if plain_gzip:
+        raise CohortflowError(plain_gzip)
     try:
         with pysam.VariantFile(str(path)) as vf:
             samples = list(vf.header.samples)
