@@ -629,8 +629,12 @@ def _clinvar_rows(
             clnrevstat = _macarthur(info, "REVIEW_STATUS")
             clndn = _macarthur(info, "ALL_TRAITS")
             gene = _macarthur(info, "SYMBOL")
+            if clnrevstat == "no_assertion_for_the_individual_variant":
+                # one variant of a haplotype (2018 files): the classification is the
+                # haplotype's, as ClinVar says, not this variant's
+                clnsig = "no_classification_for_the_single_variant"
             if vid in ("", "."):
-                vid = info.get("MEASURESET_ID", "")
+                vid = info.get("VARIATION_ID") or info.get("MEASURESET_ID", "")
         elif not legacy:
             clnsig = _opt(info, "CLNSIG")
             clnrevstat = _opt(info, "CLNREVSTAT")

@@ -655,3 +655,25 @@ def test_population_per_population_af(tmp_path: Path) -> None:
         100,
     )
     assert rows["1-20-C-T"]["af_by_population"] is None  # no AF_<pop> on this record
+
+
+@pytest.mark.shared
+def test_real_macarthur_2018_haplotype_components_and_variation_ids(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The 2018 re-processed file names the variation in INFO VARIATION_ID (ID is '.'), and
+    gives the variants of a haplotype the haplotype's classification with review status
+    'no_assertion_for_the_individual_variant': they are not each pathogenic."""
+    path = shared_data / "clinvar/macarthur_b37/clinvar_alleles.multi.b37.vcf.gz"
+    manifest = build_kb(path, tmp_path / "kb")
+    rows = rows_by_id(tmp_path / "kb")
+    assert manifest["clinvar"]["written"] == len(rows) == 551
+    assert all(r["variation_id"] for r in rows.values())
+    per3 = rows["1-7869953-C-G"]  # PER3 haplotype 224889, Pathogenic as a whole
+    assert (per3["variation_id"], per3["gene"]) == ("224889", "PER3")
+    assert per3["clnsig"] == "no_classification_for_the_single_variant"
+    components = [
+        r for r in rows.values() if r["clnrevstat"] == "no_assertion_for_the_individual_variant"
+    ]
+    assert len(components) == 422
+    assert {r["clnsig"] for r in components} == {"no_classification_for_the_single_variant"}
