@@ -1760,6 +1760,15 @@ def annotate_vcf(
             engine.renames = renames
         tables = loading.result()
         release = tables.kb.manifest.get("clinvar_release")
+        complex_alleles = int(engine.class_counts.get("clinvar", {}).get("looked_up", [0] * 4)[3])
+        if complex_alleles:
+            log.warning(
+                "%s: %d MNV or complex alleles are matched as whole alleles; ClinVar lists most "
+                "changes base by base, so decompose them first (bcftools norm -a) to meet those "
+                "(the pipeline's calling does)",
+                in_vcf,
+                complex_alleles,
+            )
         with atomic_outputs(out_vcf, Path(f"{out_vcf}.tbi")) as (tmp_vcf, tmp_tbi):
             index = None
             if engine.needs_sort:

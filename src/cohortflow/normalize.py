@@ -151,7 +151,7 @@ def ref_mismatches(vcf: Path, reference: Path) -> list[tuple[str, int, str, str]
 
 
 def normalize_vcf(in_vcf: Path, reference: Path, out_vcf: Path, threads: int = 1) -> int:
-    """Split multiallelics, left-align indels, check REF, sort and index a whole VCF.
+    """Split multiallelics, decompose MNVs, left-align indels, check REF, sort and index a VCF.
 
     In: a VCF/BCF whose contig names match ``reference`` exactly and an indexed FASTA.
     Out: ``out_vcf`` (bgzip VCF, ``.vcf.gz``) with its ``.tbi``, written atomically; returns the
@@ -188,21 +188,25 @@ def norm_sort(
     threads: int,
     what: str,
 ) -> str:
-    """Run ``bcftools norm -m -any -f REF -c e`` then ``bcftools sort`` on ``in_vcf``.
+    """Run ``bcftools norm -a -m -any -f REF -c e`` then ``bcftools sort`` on ``in_vcf``.
+
+    ``-a`` (atomize) decomposes MNVs and complex alleles into single-base changes and indels,
+    as GATK, DeepVariant and bcftools call them: freebayes' CG>TA then meets ClinVar's C>T and
+    G>A, and pools with the other callers' samples in the cohort store.
 
     In: the input VCF/BCF, the FASTA, a scratch folder, the output path and its bcftools type
     letter ('z' bgzip VCF, 'b' BCF). Out: the commands as one pipe-like line (for provenance).
     Raises CohortflowError (via tools.bcftools) when bcftools fails, e.g. on a REF mismatch.
     """
     normed = tmp_dir / "normed.bcf"
-    norm_args = ["norm", "--no-version", "-m", "-any", "-f", str(reference), "-c", "e"]
+    norm_args = ["norm", "--no-version", "-a", "-m", "-any", "-f", str(reference), "-c", "e"]
     norm_args += [*threads_args(threads), "-Ob", "-o", str(normed), str(in_vcf)]
     bcftools(norm_args, what)
     sort_tmp = tmp_dir / "sort"
     sort_tmp.mkdir(exist_ok=True)
     sort_args = ["sort", "-T", str(sort_tmp), f"-O{out_type}", "-o", str(out), str(normed)]
     bcftools(sort_args, what)
-    return f"bcftools norm --no-version -m -any -f {reference} -c e | bcftools sort"
+    return f"bcftools norm --no-version -a -m -any -f {reference} -c e | bcftools sort"
 
 
 def threads_args(threads: int) -> list[str]:

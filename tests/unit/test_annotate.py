@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -410,6 +411,39 @@ def test_sample_ref_mismatch(inputs: dict[str, Path]) -> None:
         annotate_vcf(bad, d / "kb", inputs["ref"], d / "o.vcf.gz")
     assert not (d / "o.vcf.gz").exists()
     assert not list(d.glob(".tmp*"))
+
+
+def test_mnv_records_are_matched_whole_with_a_warning(
+    inputs: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MNV of a VCF made elsewhere is looked up as one allele; ClinVar's single-base
+    entries it contains cannot meet it, so annotate says how many there are and how to
+    decompose them (the pipeline's calling does, see normalize.norm_sort)."""
+    d = inputs["dir"]
+    build_kb(inputs["clinvar"], d / "kb")
+    mnv = write(
+        d / "mnv.vcf",
+        SAMPLE_HEADER,
+        [
+            (
+                "chr1",
+                50,
+                ".",
+                b1(50, 51),
+                other(b1(50)) + other(b1(51)),
+                50,
+                "PASS",
+                ".",
+                "GT",
+                "0/1",
+            )
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="cohortflow.annotate"):
+        audit = annotate_vcf(mnv, d / "kb", inputs["ref"], d / "o.vcf.gz")
+    assert "mnv.vcf: 1 MNV or complex alleles are matched as whole alleles" in caplog.text
+    assert "bcftools norm -a" in caplog.text
+    assert audit is not None
 
 
 def test_kb_for_other_assembly_refused(inputs: dict[str, Path]) -> None:

@@ -231,6 +231,23 @@ def test_normalize_vcf_splits_and_left_aligns(tmp_path):
         assert normalize_allele(handle, "chr1", 20, "AAA", "AA") == (17, "TA", "T")
 
 
+def test_normalize_vcf_decomposes_mnvs_into_single_base_changes(tmp_path):
+    """freebayes writes adjacent changes as one MNV record (ATTA>AGCA at 2); GATK, DeepVariant
+    and bcftools as SNVs, and ClinVar lists them so: the called VCF holds T>G at 3 and T>C at
+    4, each with the record's genotype; a plain SNV is unchanged."""
+    fa = write_fasta(tmp_path / "ref.fa", {"chr1": SEQ})
+    vcf = write_vcf(
+        tmp_path / "mnv.vcf",
+        {"chr1": len(SEQ)},
+        ["chr1\t2\t.\tATTA\tAGCA\t50\tPASS\t.\tGT\t0/1", "chr1\t9\t.\tA\tT\t50\tPASS\t.\tGT\t1/1"],
+    )
+    out = tmp_path / "norm.vcf.gz"
+    assert normalize_vcf(vcf, fa, out) == 3
+    with pysam.VariantFile(str(out)) as vf:
+        got = [(r.pos, r.ref, r.alts, r.samples["S1"]["GT"]) for r in vf]
+    assert got == [(3, "T", ("G",), (0, 1)), (4, "T", ("C",), (0, 1)), (9, "A", ("T",), (1, 1))]
+
+
 def test_normalize_vcf_ref_mismatch_stops_without_output(tmp_path):
     fa = write_fasta(tmp_path / "ref.fa", {"chr1": SEQ})
     vcf = write_vcf(
