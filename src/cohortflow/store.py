@@ -2282,59 +2282,77 @@ def aggregate(
     store = Path(store)
     _check_inputs(store, batch, inputs)
     log.info("Arrow memory pool: %s", pa.default_memory_pool().backend_name)
+    created = not store.exists()
     with _store_lock(store):
-        committed = committed_batches(store)
-        _remove_uncommitted(store, committed)
-        if batch in committed:
-            record = committed[batch]
-            same = record.get("inputs") == [_input_record(i) for i in inputs]
-            if same and not replace:
-                log.info("batch %s is already in %s with these inputs: nothing to do", batch, store)
-                return dict(record.get("summary") or {})
-            raise CohortflowError(
-                f"{store}: batch {batch} is already in the store; give this batch a new name "
-                "(use replace to re-aggregate its samples under the new name)"
-            )
-        _check_build(store, committed, metadata)
-        _warn_mixed_releases(store, committed, metadata)
-        con = open_store(store)
         try:
-            existing = _stored_samples(con)
-        finally:
-            con.close()
-        clashes = sorted(i.sample for i in inputs if i.sample in existing)
-        if clashes and not replace:
-            raise CohortflowError(
-                f"{store}: sample(s) {', '.join(clashes)} already in the store (batch "
-                f"{existing[clashes[0]]}); remove them from this batch or use --replace to replace them"
-            )
-        with tempfile.TemporaryDirectory(prefix=".tmp.spill.", dir=store) as spill:
-            # every input is read and checked before the store is touched
-            spilled, sites_path = _read_batch_inputs(inputs, Path(spill))
-            _release_memory()
-            if clashes:
-                _remove_samples(store, set(clashes))
-            summary = _append(store, batch, spilled, sites_path, committed, metadata)
-            del spilled
-        merged = _merged_metadata(store, committed, metadata)
-        # kinship adds the batch's pairs to the stored ones, unless samples were replaced
-        added = None if clashes else [i.sample for i in inputs]
-        summary["sites_total"], summary["kinship_pairs_computed"] = _rebuild_cohort_tables(
-            store, merged, added
+            return _aggregate_locked(store, batch, inputs, replace, metadata)
+        except BaseException:
+            if created and not committed_batches(store):
+                # the first batch failed: leave no empty store behind for readers to find
+                shutil.rmtree(store, ignore_errors=True)
+            raise
+
+
+def _aggregate_locked(
+    store: Path,
+    batch: str,
+    inputs: Sequence[SampleInput],
+    replace: bool,
+    metadata: Mapping[str, str] | None,
+) -> dict:
+    """:func:`aggregate` once the store's lock is held."""
+    committed = committed_batches(store)
+    _remove_uncommitted(store, committed)
+    if batch in committed:
+        record = committed[batch]
+        same = record.get("inputs") == [_input_record(i) for i in inputs]
+        if same and not replace:
+            log.info("batch %s is already in %s with these inputs: nothing to do", batch, store)
+            return dict(record.get("summary") or {})
+        raise CohortflowError(
+            f"{store}: batch {batch} is already in the store; give this batch a new name "
+            "(use replace to re-aggregate its samples under the new name)"
         )
-        summary["samples_replaced"] = clashes
-        record = {
-            "batch": batch,
-            "samples": sorted(i.sample for i in inputs),
-            "inputs": [_input_record(i) for i in inputs],
-            "replaced": clashes,
-            "metadata": dict(sorted((metadata or {}).items())),
-            "cohortflow_version": __version__,
-            "schema_version": SCHEMA_VERSION,
-            "summary": summary,
-        }
-        with atomic_output(store / "_batches" / f"{batch}.json") as tmp:
-            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _check_build(store, committed, metadata)
+    _warn_mixed_releases(store, committed, metadata)
+    con = open_store(store)
+    try:
+        existing = _stored_samples(con)
+    finally:
+        con.close()
+    clashes = sorted(i.sample for i in inputs if i.sample in existing)
+    if clashes and not replace:
+        raise CohortflowError(
+            f"{store}: sample(s) {', '.join(clashes)} already in the store (batch "
+            f"{existing[clashes[0]]}); remove them from this batch or use --replace to replace them"
+        )
+    with tempfile.TemporaryDirectory(prefix=".tmp.spill.", dir=store) as spill:
+        # every input is read and checked before the store is touched
+        spilled, sites_path = _read_batch_inputs(inputs, Path(spill))
+        _release_memory()
+        if clashes:
+            _remove_samples(store, set(clashes))
+        summary = _append(store, batch, spilled, sites_path, committed, metadata)
+        del spilled
+    merged = _merged_metadata(store, committed, metadata)
+    # kinship adds the batch's pairs to the stored ones, unless samples were replaced
+    added = None if clashes else [i.sample for i in inputs]
+    summary["sites_total"], summary["kinship_pairs_computed"] = _rebuild_cohort_tables(
+        store, merged, added
+    )
+    summary["samples_replaced"] = clashes
+    record = {
+        "batch": batch,
+        "samples": sorted(i.sample for i in inputs),
+        "inputs": [_input_record(i) for i in inputs],
+        "replaced": clashes,
+        "metadata": dict(sorted((metadata or {}).items())),
+        "cohortflow_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "summary": summary,
+    }
+    with atomic_output(store / "_batches" / f"{batch}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info(
         "batch %s: %d samples added (%d replaced), %d new sites, %d sites in the store",
         batch,

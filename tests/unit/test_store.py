@@ -22,7 +22,14 @@ from cohortflow import store as store_mod
 from cohortflow.errors import CohortflowError
 from cohortflow.kinship import CodeSpill, unpack_codes
 from cohortflow.query import format_table
-from cohortflow.store import SampleInput, aggregate, open_store, query, table_files
+from cohortflow.store import (
+    SampleInput,
+    aggregate,
+    committed_batches,
+    open_store,
+    query,
+    table_files,
+)
 
 HEADER = """##fileformat=VCFv4.2
 ##FILTER=<ID=PASS,Description="All filters passed">
@@ -453,7 +460,13 @@ def test_bad_inputs(tmp_path: Path, inputs: dict[str, SampleInput]) -> None:
     wrong_qc.write_text(json.dumps({"sample": "OTHER"}))
     with pytest.raises(CohortflowError, match="not 'A'"):
         aggregate(store, "b1", [SampleInput("A", inputs["A"].vcf, qc_json=wrong_qc)])
-    assert not list(store.rglob("*.parquet"))
+    # a first batch that fails leaves no (empty) store behind; a later one keeps the store
+    assert not store.exists()
+    aggregate(store, "b1", [inputs["A"]])
+    with pytest.raises(CohortflowError, match="no genotypes"):
+        aggregate(store, "b2", [SampleInput("G", no_gt)])
+    assert sorted(committed_batches(store)) == ["b1"]
+    assert query(store, "SELECT sample FROM samples").column(0).to_pylist() == ["A"]
 
 
 def test_leftovers_of_an_interrupted_batch_are_removed(
