@@ -381,6 +381,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         query_vcf=_existing(args.query),
         reference=_existing(args.reference),
         bed=_existing(args.bed) if args.bed else None,
+        truth_sample=args.truth_sample,
+        query_sample=args.query_sample,
     )
     print(format_summary(result))
     if args.output:
@@ -497,10 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_query)
 
     s = sub.add_parser("evaluate", help="compare a query VCF with a truth VCF (hap.py-like)")
-    s.add_argument("--truth", required=True)
-    s.add_argument("--query", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--bed")
+    s.add_argument("--truth", required=True, metavar="VCF", help="truth VCF/BCF")
+    s.add_argument("--query", required=True, metavar="VCF", help="VCF/BCF to evaluate")
+    s.add_argument(
+        "--reference", required=True, metavar="FASTA", help="indexed FASTA both were made on"
+    )
+    s.add_argument(
+        "--bed",
+        help="compare only inside these regions (0-based BED on the reference's contigs)",
+    )
+    s.add_argument(
+        "--truth-sample",
+        metavar="SAMPLE",
+        help="sample column of the truth VCF (default: its only sample; required when it "
+        "holds several)",
+    )
+    s.add_argument(
+        "--query-sample",
+        metavar="SAMPLE",
+        help="sample column of the query VCF (default: its only sample; required when it "
+        "holds several)",
+    )
     s.add_argument("-o", "--output", help="prefix for summary/fn/fp TSVs")
     s.set_defaults(func=cmd_evaluate)
     return p

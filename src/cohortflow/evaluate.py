@@ -171,7 +171,8 @@ def read_bed(bed: Path, reference_contigs: list[str]) -> Regions:
 
     Contigs are mapped onto the reference naming (1 <-> chr1, MT <-> chrM); a BED contig with
     no counterpart in the reference is ignored with a warning. Raises CohortflowError on a
-    missing file or a malformed line (naming the line number).
+    missing file, a malformed line (naming the line number), and a BED that leaves nothing to
+    compare: no interval at all, none on a reference contig, or only empty ones.
     """
     bed = Path(bed)
     if not bed.is_file():
@@ -193,28 +194,76 @@ def read_bed(bed: Path, reference_contigs: list[str]) -> Regions:
             if start0 < 0 or end0 < start0:
                 raise CohortflowError(f"{bed}: line {n} has start > end or start < 0")
             rows.append((cols[0], start0, end0))
-    mapping = map_contigs([c for c, _, _ in rows], reference_contigs)
+    if not rows:
+        raise CohortflowError(
+            f"{bed}: the BED holds no interval (empty or only header lines); give the BED of "
+            "the regions to compare in, or leave out --bed to compare everywhere"
+        )
+    bed_contigs = list(dict.fromkeys(c for c, _, _ in rows))
+    mapping = map_contigs(bed_contigs, reference_contigs)
+    missing = [c for c in bed_contigs if c not in mapping]
+    if len(missing) == len(bed_contigs):
+        raise CohortflowError(
+            f"{bed}: no interval lies on a contig of the reference (BED contigs "
+            f"{_shown(missing)}; reference contigs {_shown(reference_contigs)}); give a BED "
+            "made for this reference"
+        )
+    for contig in missing:
+        log.warning("%s: contig %s is not in the reference; its intervals are ignored", bed, contig)
     intervals: dict[str, list[tuple[int, int]]] = {}
     for contig, start0, end0 in rows:
-        if contig not in mapping:
-            log.warning(
-                "%s: contig %s is not in the reference; its intervals are ignored", bed, contig
-            )
-            continue
-        intervals.setdefault(mapping[contig], []).append((start0, end0))
-    return Regions(intervals)
+        if contig in mapping:
+            intervals.setdefault(mapping[contig], []).append((start0, end0))
+    regions = Regions(intervals)
+    if regions.total_bp() == 0:
+        raise CohortflowError(
+            f"{bed}: every interval on the reference's contigs is empty (start = end), so "
+            "nothing lies inside; give the BED of the regions to compare in"
+        )
+    return regions
 
 
-def _select_sample(vf: pysam.VariantFile, sample: str | None, vcf: Path) -> str | None:
+def _shown(names: list[str], limit: int = 5, quote: bool = True) -> str:
+    """``'a', 'b', 'c'`` (quoted when ``quote``) and how many more beyond ``limit`` names."""
+    shown = ", ".join(repr(n) if quote else n for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _select_sample(
+    vf: pysam.VariantFile, sample: str | None, vcf: Path, option: str | None
+) -> str | None:
+    """The sample column to read: ``sample``, else the file's only one (None: sites-only).
+
+    Raises CohortflowError for an unknown ``sample`` and for a multi-sample file without one
+    (listing its samples and naming ``option``, the command-line option that chooses one).
+    """
     samples = list(vf.header.samples)
     if sample is None:
+        if len(samples) > 1:
+            how = f"choose one with {option}" if option else "give a single-sample VCF"
+            raise CohortflowError(
+                f"{vcf}: has {len(samples)} samples ({_shown(samples, 10, quote=False)}); {how}"
+            )
         return samples[0] if samples else None
     if sample not in samples:
         raise CohortflowError(
-            f"{vcf}: sample {sample!r} not found (samples: {', '.join(samples) or 'none'}); "
-            "give one of them"
+            f"{vcf}: sample {sample!r} not found "
+            f"(samples: {_shown(samples, 10, quote=False) or 'none'}); give one of them"
         )
     return sample
+
+
+def _open_vcf(vcf: Path, what: str) -> pysam.VariantFile:
+    """Open a VCF/BCF for a linear read; CohortflowError naming the file when htslib cannot."""
+    # htslib prints "[E::idx_find_and_load] Could not retrieve index file" for every unindexed
+    # input; a linear read needs no index, so keep the output free of that false alarm.
+    previous = pysam.set_verbosity(0)
+    try:
+        return pysam.VariantFile(str(vcf))
+    except (OSError, ValueError) as exc:
+        raise CohortflowError(f"{vcf}: cannot open as {what} ({exc})") from None
+    finally:
+        pysam.set_verbosity(previous)
 
 
 def _carried_alleles(
@@ -239,16 +288,19 @@ def load_alleles(
     sample: str | None,
     regions: Regions | None,
     pass_only: bool,
+    sample_option: str | None = None,
 ) -> dict[AlleleKey, int | None]:
     """Normalized alleles carried by ``sample`` in ``vcf`` -> their ALT-allele count.
 
-    In: a VCF/BCF, the open reference, the sample (None: the first; sites-only files give
-    count None), optional regions (an allele is kept when its REF span lies in one interval;
-    records that cannot reach any interval are skipped unread, REF included),
-    and whether to keep only FILTER PASS (or '.') records. Out: ``{(contig, pos1, ref, alt):
-    alt_count}`` with contigs on reference names, MNVs split into SNVs. Raises
-    CohortflowError on an unreadable file, an unknown sample, a contig missing from the
-    reference (when it could hold counted variants) or a REF mismatch (naming the position).
+    In: a VCF/BCF, the open reference, the sample (None: the file's only one; sites-only files
+    give count None), optional regions (an allele is kept when its REF span lies in one
+    interval; records on reference contigs that cannot reach any interval are skipped unread,
+    REF included), whether to keep only FILTER PASS (or '.') records, and the command-line
+    option that names the sample (quoted when a multi-sample file is given without one).
+    Out: ``{(contig, pos1, ref, alt): alt_count}`` with contigs on reference names, MNVs split
+    into SNVs. Raises CohortflowError on an unreadable file, an unknown sample, a multi-sample
+    file without ``sample``, a contig missing from the reference (when it could hold counted
+    variants, with or without regions) or a REF mismatch (naming the position).
     """
     vcf = Path(vcf)
     if not vcf.is_file():
@@ -257,12 +309,8 @@ def load_alleles(
     if plain_gzip:
         raise CohortflowError(plain_gzip)
     out: dict[AlleleKey, int | None] = {}
-    try:
-        vf = pysam.VariantFile(str(vcf))
-    except (OSError, ValueError) as exc:
-        raise CohortflowError(f"{vcf}: cannot open as VCF/BCF ({exc})") from None
-    with vf:
-        sample = _select_sample(vf, sample, vcf)
+    with _open_vcf(vcf, "VCF/BCF") as vf:
+        sample = _select_sample(vf, sample, vcf, sample_option)
         mapping = map_contigs([str(c) for c in vf.header.contigs], fasta.references)
         try:
             for rec in vf:
@@ -291,8 +339,7 @@ def _add_record(
     if contig is None:
         contig = map_contigs([rec.chrom], fasta.references).get(rec.chrom)
         if contig is None:
-            if regions is not None:
-                return  # BED contigs are on reference names: nothing here can be inside
+            # refused with or without regions: a BED cannot make a wrong reference right
             raise CohortflowError(
                 f"{vcf}: contig {rec.chrom!r} is not in the reference {fasta_name(fasta)}; "
                 "use the reference the VCF was made against"
@@ -324,17 +371,20 @@ def evaluate(
     query_vcf: Path,
     reference: Path,
     bed: Path | None = None,
-    sample_truth: str | None = None,
-    sample_query: str | None = None,
+    truth_sample: str | None = None,
+    query_sample: str | None = None,
     pass_only: bool = True,
 ) -> EvalResult:
     """Compare ``query_vcf`` against ``truth_vcf`` (hap.py-like), optionally inside ``bed``.
 
     In: truth and query VCF/BCF (contig names may differ from the reference by a 'chr' prefix),
     the indexed FASTA both were made against, an optional BED of confident regions, the
-    samples to read (default: the first of each file), and whether to keep only PASS records
-    (both sides). Out: an :class:`EvalResult` with allele- and genotype-level counts per type
-    and the genotype-level FN/FP records. Raises CohortflowError on bad input.
+    sample to read from each file (default: the file's only sample; a multi-sample file needs
+    one named), and whether to keep only PASS records (both sides). Out: an
+    :class:`EvalResult` with allele- and genotype-level counts per type and the genotype-level
+    FN/FP records. Raises CohortflowError on bad input (a BED with no interval on the
+    reference's contigs, a contig missing from the reference, a multi-sample file without a
+    sample named, ...).
     """
     try:
         fasta = pysam.FastaFile(str(reference))
@@ -344,8 +394,12 @@ def evaluate(
         ) from None
     with fasta:
         regions = read_bed(Path(bed), list(fasta.references)) if bed is not None else None
-        truth = load_alleles(Path(truth_vcf), fasta, sample_truth, regions, pass_only)
-        query = load_alleles(Path(query_vcf), fasta, sample_query, regions, pass_only)
+        truth = load_alleles(
+            Path(truth_vcf), fasta, truth_sample, regions, pass_only, "--truth-sample"
+        )
+        query = load_alleles(
+            Path(query_vcf), fasta, query_sample, regions, pass_only, "--query-sample"
+        )
     result = compare(truth, query)
     log.info(
         "evaluated %s vs %s: SNV recall %.4f precision %.4f; indel recall %.4f precision %.4f",
@@ -500,11 +554,7 @@ def is_mendelian(child: int, father: int, mother: int) -> bool:
 def covered_blocks(gvcf: Path, reference_contigs: list[str]) -> Regions:
     """Hom-ref blocks of a gVCF (ALT only ``<*>``/``<NON_REF>``, GT 0/0, depth >= 1) as Regions."""
     intervals: dict[str, list[tuple[int, int]]] = {}
-    try:
-        vf = pysam.VariantFile(str(gvcf))
-    except (OSError, ValueError) as exc:
-        raise CohortflowError(f"{gvcf}: cannot open as a gVCF ({exc})") from None
-    with vf:
+    with _open_vcf(gvcf, "a gVCF") as vf:
         mapping = map_contigs([str(c) for c in vf.header.contigs], reference_contigs)
         for rec in vf:
             if rec.alts and not all(a in ("<*>", "<NON_REF>") for a in rec.alts):

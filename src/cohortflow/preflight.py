@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -42,6 +43,13 @@ DEFAULT_FULL_CHECK_BYTES = 64 * 1024 * 1024
 FASTQ_PROBE_PAIRS = 1000
 #: VCF records scanned (contigs, order, count) from inputs without an index.
 VCF_PROBE_RECORDS = 200_000
+#: ClinVar records whose INFO keys are read to tell a ClinVar VCF from another VCF.
+CLINVAR_PROBE_RECORDS = 1000
+#: INFO keys a ClinVar assertion is read from (NCBI current and pre-2017 schemas,
+#: MacArthur-lab re-processing), as :mod:`cohortflow.kb` reads them.
+CLINVAR_INFO_KEYS = ("CLNSIG", "CLNREVSTAT", "ONC", "SCI", "CLNALLE", "CLINICAL_SIGNIFICANCE")
+#: Folders the workflow writes in the run folder.
+RUN_OUTPUT_FOLDERS = ("results", "logs", "benchmarks")
 #: How many offending names one message lists.
 _SHOW = 3
 
@@ -512,6 +520,100 @@ def kb_vcf_problems(
     return problems
 
 
+_INFO_ID_RE = re.compile(r"^##INFO=<ID=([^,>]+)")
+
+
+def clinvar_problems(
+    path: Path, build: str | None, probes: int = CLINVAR_PROBE_RECORDS
+) -> list[str]:
+    """Check that the VCF given as ``knowledge_base.clinvar`` is a ClinVar VCF of the run's build.
+
+    In: the VCF (plain, gzip or BGZF), the config's ``reference.build``, and how many records
+    to look at. Out: a line when neither the header declares nor the first ``probes`` records
+    carry an INFO key of :data:`CLINVAR_INFO_KEYS` (a truth set or a sample's calls given by
+    mistake), and a line when its ``##reference`` names a GRCh build other than ``build`` (the
+    same tests as the knowledge-base build, which fails on either). A file that cannot be read
+    as VCF text gives no line here: :func:`kb_vcf_problems` reports it.
+    """
+    from cohortflow.kb import canonical_build
+
+    path = Path(path)
+    declared: set[str] = set()
+    carried: set[str] = set()
+    reference_line: str | None = None
+    records = 0
+    has_chrom = False
+    try:
+        with _open_text(path) as fh:
+            for line in fh:
+                if line.startswith("##"):
+                    if line.startswith("##INFO=<"):
+                        m = _INFO_ID_RE.match(line)
+                        if m:
+                            declared.add(m.group(1))
+                    elif line.startswith("##reference=") and reference_line is None:
+                        reference_line = line[len("##reference=") :].strip()
+                    continue
+                if line.startswith("#"):
+                    has_chrom = has_chrom or line.startswith("#CHROM")
+                    continue
+                records += 1
+                cols = line.rstrip("\r\n").split("\t")
+                if len(cols) > 7:
+                    carried.update(item.split("=", 1)[0] for item in cols[7].split(";"))
+                if records >= probes or carried.intersection(CLINVAR_INFO_KEYS):
+                    break
+    except (OSError, EOFError, ValueError, zlib.error):
+        has_chrom = has_chrom and records > 0  # what was read before the damage still counts
+    if not has_chrom:
+        return []
+    problems = []
+    if not (declared | carried).intersection(CLINVAR_INFO_KEYS):
+        looked = f" or in its first {records} records" if records else " and it has no records"
+        problems.append(
+            f"{path}: not a ClinVar VCF: no ClinVar INFO field ({', '.join(CLINVAR_INFO_KEYS)}) "
+            f"in its header{looked} (config key 'knowledge_base.clinvar'); give the NCBI "
+            "ClinVar VCF (clinvar.vcf.gz)"
+        )
+    wanted = canonical_build(build)
+    file_build = canonical_build(reference_line)
+    if wanted and file_build and file_build.startswith("GRCh") and wanted != file_build:
+        problems.append(
+            f"{path}: ClinVar file is for {file_build} (##reference={reference_line}) but "
+            f"reference.build is {build!r}; use the ClinVar VCF for {build} or correct "
+            "reference.build"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def output_folder_problem(path: Path, what: str) -> str | None:
+    """Why the folder ``path`` cannot be made or written into, or None.
+
+    In: an output folder of the run (it may not exist yet) and what it is, for the message
+    (e.g. "cohort store (config key 'cohort.store')"). Out: one line when ``path`` or one of
+    its parents is an existing file (a folder cannot be made there).
+    """
+    path = Path(path)
+    for q in (path, *path.parents):
+        if not (q.exists() or q.is_symlink()):
+            continue
+        if q.is_dir():
+            return None
+        if q == path:
+            return (
+                f"{path}: is a file, not a folder, so the {what} cannot be written there; "
+                "move the file away or choose another path"
+            )
+        return (
+            f"{q}: is a file, so the {what} {path} cannot be made under it; move the file "
+            "away or choose another path"
+        )
+    return None
+
+
 # --------------------------------------------------------------------------- store
 
 
@@ -601,9 +703,10 @@ def preflight(run: RunConfig, full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES) 
     for unit in run.units:
         problems += _unit_problems(unit, reference_lengths, reference, full_check_bytes, realign)
     kb = cfg["knowledge_base"]
-    problems += kb_vcf_problems(
-        resolve(kb["clinvar"]), "knowledge_base.clinvar", reference_lengths, reference
-    )
+    clinvar = resolve(kb["clinvar"])
+    problems += kb_vcf_problems(clinvar, "knowledge_base.clinvar", reference_lengths, reference)
+    if readable_problem(clinvar) is None:
+        problems += clinvar_problems(clinvar, (cfg.get("reference") or {}).get("build"))
     if kb.get("population"):
         problems += kb_vcf_problems(
             resolve(kb["population"]), "knowledge_base.population", reference_lengths, reference
@@ -615,16 +718,27 @@ def preflight(run: RunConfig, full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES) 
         )
         if bad:
             problems.append(bad)
+    blocked = []
+    for folder in RUN_OUTPUT_FOLDERS:
+        bad = output_folder_problem(run.base_dir / folder, f"run's {folder} folder")
+        if bad:
+            problems.append(bad)
+            blocked.append(run.base_dir / folder)
     cohort = cfg["cohort"]
-    # one check per batch of the sheet (rows without a batch belong to cohort.batch), as
-    # `cohortflow run` runs them
-    groups: dict[str, list[str]] = {}
-    for sample in run.samples:
-        groups.setdefault(sample.batch or cohort["batch"], []).append(sample.sample)
-    for name, members in groups.items():
-        problems += store_problems(
-            resolve(cohort["store"]), name, members, bool(cohort.get("replace"))
-        )
+    store = resolve(cohort["store"])
+    in_the_way = output_folder_problem(store, "cohort store (config key 'cohort.store')")
+    if in_the_way:
+        # the default store, results/cohort, is blocked by a results file reported above
+        if not any(b == store or b in store.parents for b in blocked):
+            problems.append(in_the_way)
+    else:
+        # one check per batch of the sheet (rows without a batch belong to cohort.batch), as
+        # `cohortflow run` runs them
+        groups: dict[str, list[str]] = {}
+        for sample in run.samples:
+            groups.setdefault(sample.batch or cohort["batch"], []).append(sample.sample)
+        for name, members in groups.items():
+            problems += store_problems(store, name, members, bool(cohort.get("replace")))
     return list(dict.fromkeys(problems))
 
 

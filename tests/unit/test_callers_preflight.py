@@ -104,7 +104,9 @@ def _run_folder(folder: Path, calling: str) -> Path:
     pysam.index(str(folder / "s1.bam"))
     vcf = folder / "clinvar.vcf"
     vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n"
-                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr1\t5\t1\tT\tA\t.\t.\t.\n")  # fmt: skip
+                   '##INFO=<ID=CLNSIG,Number=.,Type=String,Description="Clinical significance">\n'
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   "chr1\t5\t1\tT\tA\t.\t.\tCLNSIG=Pathogenic\n")  # fmt: skip
     pysam.tabix_compress(str(vcf), f"{vcf}.gz")
     pysam.tabix_index(f"{vcf}.gz", preset="vcf")
     (folder / "samples.tsv").write_text("sample\tsex\nS1\tfemale\n")

@@ -151,10 +151,10 @@ def test_samples_are_chosen_by_name(tmp_path, ref):
     truth = write_vcf(tmp_path / "t.vcf", "chr1", [rec(3, "T", "G", "0/1")], "NA12878")
     query = write_vcf(tmp_path / "q.vcf", "chr1", [rec(3, "T", "G", "0/1")], "HG001")
     assert (
-        evaluate(truth, query, ref, sample_truth="NA12878", sample_query="HG001").snv.allele.tp == 1
+        evaluate(truth, query, ref, truth_sample="NA12878", query_sample="HG001").snv.allele.tp == 1
     )
     with pytest.raises(CohortflowError, match=r"q\.vcf: sample 'X' not found \(samples: HG001\)"):
-        evaluate(truth, query, ref, sample_query="X")
+        evaluate(truth, query, ref, query_sample="X")
 
 
 def test_ref_mismatch_in_query_names_file_and_position(tmp_path, ref):

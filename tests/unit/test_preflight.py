@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHR1 = "ACGT" * 250  # 1000 bp
 CHR2 = "GATTACA" * 70  # 490 bp
 LENGTHS = {"chr1": 1000, "chr2": 490}
+CLNSIG_HEADER = '##INFO=<ID=CLNSIG,Number=.,Type=String,Description="Clinical significance">'
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -88,10 +89,12 @@ def write_vcf(
     contigs: dict[str, int | None] | None = None,
     records: list[tuple[str, int]] | None = None,
     index: bool = True,
+    info: str = ".",
+    extra_header: tuple[str, ...] = (),
 ) -> Path:
     contigs = dict(LENGTHS) if contigs is None else contigs
     records = [("chr1", 5), ("chr1", 9), ("chr2", 3)] if records is None else records
-    lines = ["##fileformat=VCFv4.2"]
+    lines = ["##fileformat=VCFv4.2", *extra_header]
     lines += [
         f"##contig=<ID={c}" + (f",length={n}>" if n is not None else ">")
         for c, n in contigs.items()
@@ -107,7 +110,7 @@ def write_vcf(
         seq = CHR1 if contig == "chr1" else CHR2
         ref = seq[pos1 - 1] if contig in LENGTHS else "A"
         alt = "T" if ref != "T" else "C"
-        row = [contig, str(pos1), ".", ref, alt, "50", "PASS", "."]
+        row = [contig, str(pos1), ".", ref, alt, "50", "PASS", info]
         if samples:
             row += ["GT", *["0/1"] * len(samples)]
         lines.append("\t".join(row))
@@ -140,7 +143,12 @@ def make_run(folder: Path, units: str, samples: str = "sample\tsex\nS1\tfemale\n
     """A run folder with reference, ClinVar-like KB, sheets and config.yaml."""
     write_reference(folder)
     write_vcf(
-        folder / "clinvar.vcf.gz", samples=(), contigs={"1": 1000, "2": 490}, records=[("1", 5)]
+        folder / "clinvar.vcf.gz",
+        samples=(),
+        contigs={"1": 1000, "2": 490},
+        records=[("1", 5)],
+        info="CLNSIG=Pathogenic",
+        extra_header=(CLNSIG_HEADER,),
     )
     (folder / "samples.tsv").write_text(samples)
     (folder / "units.tsv").write_text(units)
