@@ -453,10 +453,14 @@ def _text_stream(path: Path, is_bcf: bool, tmpdir: Path) -> tuple[Path, str | No
     """A text VCF to parse (BCF is converted through htslib) and its compression."""
     if is_bcf:
         text = tmpdir / (path.name + ".vcf")
-        with pysam.VariantFile(str(path)) as vf, open(text, "w") as out:
-            out.write(str(vf.header))
-            for rec in vf:
-                out.write(str(rec))
+        previous = pysam.set_verbosity(0)  # no index is needed: no "could not retrieve" line
+        try:
+            with pysam.VariantFile(str(path)) as vf, open(text, "w") as out:
+                out.write(str(vf.header))
+                for rec in vf:
+                    out.write(str(rec))
+        finally:
+            pysam.set_verbosity(previous)
         return text, None
     with open(path, "rb") as fh:
         magic = fh.read(2)
