@@ -42,6 +42,17 @@ def run_cohortflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
     )
 
 
+def write_one_call_vcf(path: Path) -> Path:
+    """A plain one-sample VCF (sample S1) with one het SNV, chr1:100 A>G."""
+    path.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n"
+        "chr1\t100\t.\tA\tG\t50\tPASS\t.\tGT\t0/1\n"
+    )
+    return path
+
+
 def job_counts(out: subprocess.CompletedProcess[str]) -> dict[str, int]:
     """Jobs per rule from the table that ``snakemake -n --quiet rules`` prints (no total)."""
     counts = {}

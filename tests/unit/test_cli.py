@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import run_cohortflow
+from conftest import run_cohortflow, write_one_call_vcf
 
 from cohortflow import __version__
 
@@ -62,13 +62,7 @@ def test_run_refuses_before_snakemake_starts(tmp_path: Path) -> None:
 
 def test_aggregate_uses_the_system_allocator(tmp_path: Path) -> None:
     """aggregate hands freed memory back between steps, which reaches Arrow only through malloc."""
-    vcf = tmp_path / "s.vcf"
-    vcf.write_text(
-        "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n"
-        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n"
-        "chr1\t100\t.\tA\tG\t50\tPASS\t.\tGT\t0/1\n"
-    )
+    vcf = write_one_call_vcf(tmp_path / "s.vcf")
     out = _cli("--verbose", "aggregate", "--store", "st", "--batch", "b1", str(vcf), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "Arrow memory pool: system" in out.stderr

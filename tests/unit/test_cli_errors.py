@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cohortflow
+from conftest import run_cohortflow, write_one_call_vcf
 from test_annotate import inputs  # noqa: F401  (the fixture)
 
 from cohortflow import cli
@@ -165,13 +165,7 @@ def test_annotate_into_an_existing_folder(inputs: dict[str, Path]) -> None:  # n
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_store(tmp_path: Path) -> None:
-    vcf = tmp_path / "s.vcf"
-    vcf.write_text(
-        "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n"
-        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n"
-        "chr1\t100\t.\tA\tG\t50\tPASS\t.\tGT\t0/1\n"
-    )
+    vcf = write_one_call_vcf(tmp_path / "s.vcf")
     store = tmp_path / "store"
     store.mkdir()
     store.chmod(0o500)
