@@ -42,7 +42,7 @@ from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_c
 from cohortflow.errors import CohortflowError
 from cohortflow.kb import KnowledgeBase, load_kb, percent_decode
 from cohortflow.normalize import normalize_allele
-from cohortflow.tools import bcftools
+from cohortflow.tools import bcftools, quiet_htslib
 
 _gzip: types.ModuleType
 _deflate: types.ModuleType
@@ -354,17 +354,13 @@ def _open_variants(path: Path) -> pysam.VariantFile:
     plain_gzip = plain_gzip_vcf_problem(path)
     if plain_gzip:
         raise CohortflowError(plain_gzip)
-    # htslib prints "[E::idx_find_and_load] Could not retrieve index file" for every unindexed
-    # input; no index is needed for a linear read, so keep the log free of that false alarm.
-    previous = pysam.set_verbosity(0)
     try:
-        return pysam.VariantFile(str(path))
+        with quiet_htslib():
+            return pysam.VariantFile(str(path))
     except (OSError, ValueError) as exc:
         raise CohortflowError(
             f"{path}: cannot open as VCF/BCF ({exc}); check the file is a complete VCF"
         ) from None
-    finally:
-        pysam.set_verbosity(previous)
 
 
 def _sample_contigs(in_vcf: Path, ref_lengths: dict[str, int], reference: Path) -> dict[str, str]:

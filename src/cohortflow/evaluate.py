@@ -29,6 +29,7 @@ from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.contigs import map_contigs
 from cohortflow.errors import CohortflowError
 from cohortflow.normalize import fasta_name, is_symbolic, normalize_allele
+from cohortflow.tools import quiet_htslib
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +256,11 @@ def _select_sample(
 
 def _open_vcf(vcf: Path, what: str) -> pysam.VariantFile:
     """Open a VCF/BCF for a linear read; CohortflowError naming the file when htslib cannot."""
-    # htslib prints "[E::idx_find_and_load] Could not retrieve index file" for every unindexed
-    # input; a linear read needs no index, so keep the output free of that false alarm.
-    previous = pysam.set_verbosity(0)
     try:
-        return pysam.VariantFile(str(vcf))
+        with quiet_htslib():
+            return pysam.VariantFile(str(vcf))
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{vcf}: cannot open as {what} ({exc})") from None
-    finally:
-        pysam.set_verbosity(previous)
 
 
 def _carried_alleles(

@@ -13,6 +13,7 @@ from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.errors import CohortflowError
 from cohortflow.sheets import load_samples
 from cohortflow.store import SampleInput
+from cohortflow.tools import quiet_htslib
 
 _BLOCK_ALLELES = {"<*>", "<NON_REF>"}
 
@@ -27,15 +28,11 @@ def describe_vcf(path: Path, probe_records: int = 2000) -> tuple[str, bool]:
     plain_gzip = plain_gzip_vcf_problem(path)
     if plain_gzip:
         raise CohortflowError(plain_gzip)
-    # htslib prints "[E::idx_find_and_load] Could not retrieve index file" for every unindexed
-    # input; reading the first records needs no index, so keep the output free of that.
-    previous = pysam.set_verbosity(0)
     try:
-        vf = pysam.VariantFile(str(path))
+        with quiet_htslib():
+            vf = pysam.VariantFile(str(path))
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{path}: cannot be read as VCF/BCF ({exc})") from None
-    finally:
-        pysam.set_verbosity(previous)
     try:
         with vf:
             samples = list(vf.header.samples)

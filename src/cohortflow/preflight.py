@@ -34,6 +34,7 @@ from cohortflow.bgzf import compression_problem, is_bgzf, is_cram, is_gzip
 from cohortflow.contigs import contig_aliases
 from cohortflow.errors import CohortflowError
 from cohortflow.sheets import RunConfig, Unit
+from cohortflow.tools import quiet_htslib
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,6 @@ class PreflightErrors(CohortflowError):
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-@contextlib.contextmanager
-def _quiet_htslib() -> Iterator[None]:
-    """Silence htslib's own stderr warnings; the problems found are reported as lines instead."""
-    previous = pysam.set_verbosity(0)
-    try:
-        yield
-    finally:
-        pysam.set_verbosity(previous)
 
 
 def _names(names: Sequence[str]) -> str:
@@ -226,7 +217,7 @@ def reference_problems(fasta: Path) -> tuple[dict[str, int] | None, list[str]]:
     if problems:
         return None, problems
     try:
-        with _quiet_htslib(), pysam.FastaFile(str(fasta)) as fa:
+        with quiet_htslib(), pysam.FastaFile(str(fasta)) as fa:
             lengths = dict(zip(fa.references, fa.lengths, strict=True))
     except (OSError, ValueError) as exc:
         return None, [
@@ -325,7 +316,7 @@ def alignment_problems(
     )
     try:
         with (
-            _quiet_htslib(),
+            quiet_htslib(),
             pysam.AlignmentFile(
                 str(path),
                 "rc" if cram else "rb",
@@ -424,7 +415,7 @@ def sample_vcf_problems(
     problems = _existing_index_problems(path, (".tbi", ".csi"))
     what = "gVCF" if kind == "gvcf" else "VCF"
     try:
-        with _quiet_htslib(), pysam.VariantFile(str(path)) as vf:
+        with quiet_htslib(), pysam.VariantFile(str(path)) as vf:
             samples = list(vf.header.samples)
             declared = {str(c): vf.header.contigs[c].length for c in vf.header.contigs}
             indexed = [str(k) for k in vf.index.keys()] if vf.index is not None else []

@@ -86,6 +86,7 @@ from cohortflow.kinship import (
     rules_metadata,
 )
 from cohortflow.stats import hwe_exact_many, is_transition
+from cohortflow.tools import quiet_htslib
 
 log = logging.getLogger(__name__)
 
@@ -418,9 +419,8 @@ def _header(
     ``##cohortflow_*`` lines cohortflow's calling writes ({} for a VCF made elsewhere)."""
     if not path.is_file():
         raise CohortflowError(f"{path}: {what} not found; check the path given for this sample")
-    previous = pysam.set_verbosity(0)  # htslib warns about a missing index we do not need
     try:
-        with pysam.VariantFile(str(path)) as vf:
+        with quiet_htslib(), pysam.VariantFile(str(path)) as vf:
             samples = list(vf.header.samples)
             numbers = {
                 k: str(v.number)
@@ -433,8 +433,6 @@ def _header(
             has_gt = "GT" in vf.header.formats
     except (OSError, ValueError) as exc:
         raise CohortflowError(f"{path}: cannot read {what} ({exc}); check it is a VCF") from None
-    finally:
-        pysam.set_verbosity(previous)
     if len(samples) != 1:
         raise CohortflowError(
             f"{path}: {what} has {len(samples)} samples, expected exactly 1; "
@@ -453,14 +451,10 @@ def _text_stream(path: Path, is_bcf: bool, tmpdir: Path) -> tuple[Path, str | No
     """A text VCF to parse (BCF is converted through htslib) and its compression."""
     if is_bcf:
         text = tmpdir / (path.name + ".vcf")
-        previous = pysam.set_verbosity(0)  # no index is needed: no "could not retrieve" line
-        try:
-            with pysam.VariantFile(str(path)) as vf, open(text, "w") as out:
-                out.write(str(vf.header))
-                for rec in vf:
-                    out.write(str(rec))
-        finally:
-            pysam.set_verbosity(previous)
+        with quiet_htslib(), pysam.VariantFile(str(path)) as vf, open(text, "w") as out:
+            out.write(str(vf.header))
+            for rec in vf:
+                out.write(str(rec))
         return text, None
     with open(path, "rb") as fh:
         magic = fh.read(2)

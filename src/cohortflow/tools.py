@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pysam
@@ -13,6 +14,18 @@ import pysam.samtools
 from cohortflow.errors import CohortflowError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_htslib() -> Iterator[None]:
+    """Silence htslib's own stderr messages inside the block. Opening an unindexed VCF prints
+    "[E::idx_find_and_load] Could not retrieve index file" although a linear read needs no
+    index; cohortflow reports the problems it finds itself."""
+    previous = pysam.set_verbosity(0)
+    try:
+        yield
+    finally:
+        pysam.set_verbosity(previous)
 
 
 def _run(fn: Callable[..., str], tool: str, args: Sequence[str | Path], what: str) -> str:

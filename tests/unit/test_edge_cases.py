@@ -22,6 +22,7 @@ import pytest
 
 from cohortflow import cli
 from cohortflow import preflight as pf
+from cohortflow.tools import quiet_htslib
 
 CORPUS = "edge_cases"
 HG19 = "deepvariant_chr20_b37/ref/ucsc.hg19.chr20.unittest.fasta.gz"
@@ -225,7 +226,7 @@ def _mate_of(fq1: Path, dest: Path) -> Path:
 
 def _header_sample(path: Path) -> str:
     try:
-        with pf._quiet_htslib(), pysam.VariantFile(str(path)) as vf:
+        with quiet_htslib(), pysam.VariantFile(str(path)) as vf:
             samples = list(vf.header.samples)
     except (OSError, ValueError):
         return "S1"
@@ -234,7 +235,7 @@ def _header_sample(path: Path) -> str:
 
 def _bam_sample(path: Path) -> str:
     try:
-        with pf._quiet_htslib(), pysam.AlignmentFile(str(path), check_sq=False) as af:
+        with quiet_htslib(), pysam.AlignmentFile(str(path), check_sq=False) as af:
             rgs = af.header.to_dict().get("RG", [])
     except (OSError, ValueError):
         return "S1"
