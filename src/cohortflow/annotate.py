@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pysam
 
 from cohortflow import vcfinfo
@@ -40,7 +41,7 @@ from cohortflow.atomic import atomic_output, atomic_outputs, scratch_dir
 from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
-from cohortflow.kb import KnowledgeBase, load_kb, percent_decode
+from cohortflow.kb import WINDOWED_POPULATION_ROWS, KnowledgeBase, load_kb, percent_decode
 from cohortflow.normalize import normalize_allele
 from cohortflow.tools import bcftools, quiet_htslib
 
@@ -671,6 +672,78 @@ def _info_items(pairs: list[tuple[str, pa.Array]]) -> pa.Array:
     return pc.binary_join_element_wise(*pieces, "")
 
 
+_WINDOW_CACHE = 8  # row groups kept between blocks (a block's range needs one or two)
+
+
+class _KbWindows:
+    """A KB table on disk, sorted by (contig, pos) as build_kb writes it, joined block by block:
+    :meth:`match` reads the row groups whose contig and pos statistics overlap the block (a few
+    stay cached: the input is read in order) and joins the block against them; :attr:`table`
+    is then those rows, which :meth:`info` and the findings index into, as with :class:`_KbText`.
+    Memory follows the row groups, not the table."""
+
+    def __init__(self, path: Path, columns: list[str], pairs: list[tuple[str, str, bool]]):
+        self.file = pq.ParquetFile(path)
+        self.columns = [c for c in columns if c in self.file.schema_arrow.names]
+        self.pairs = pairs
+        meta = self.file.metadata
+        names = self.file.schema_arrow.names
+        bounds: list[tuple[str, str, int, int]] = []
+        for i in range(meta.num_row_groups):
+            group = meta.row_group(i)
+            contig = group.column(names.index("contig")).statistics
+            pos = group.column(names.index("pos")).statistics
+            if contig is None or pos is None or not contig.has_min_max or not pos.has_min_max:
+                raise CohortflowError(
+                    f"{path}: row group {i} has no contig/pos statistics; rebuild the knowledge "
+                    "base with `cohortflow kb build`"
+                )
+            bounds.append((contig.min, contig.max, pos.min, pos.max))
+        # per row group, as arrays: a block's row groups are found without a Python loop
+        # (a gnomAD genome has over 10,000 of them)
+        self._cmin = np.array([b[0] for b in bounds], dtype=object)
+        self._cmax = np.array([b[1] for b in bounds], dtype=object)
+        self._pmin = np.array([b[2] for b in bounds], dtype=np.int64)
+        self._pmax = np.array([b[3] for b in bounds], dtype=np.int64)
+        self._cache: dict[int, pa.Table] = {}
+        self.current = _KbText(self.file.schema_arrow.empty_table().select(self.columns), pairs)
+
+    @property
+    def table(self) -> pa.Table:
+        return self.current.table
+
+    def _group(self, i: int) -> pa.Table:
+        if i not in self._cache:
+            if len(self._cache) >= _WINDOW_CACHE:
+                del self._cache[next(iter(self._cache))]
+            self._cache[i] = self.file.read_row_group(i, columns=self.columns)
+        return self._cache[i]
+
+    def match(self, contigs: _Contigs, pos: np.ndarray, vid: pa.Array) -> pa.Array:
+        parts = []
+        for k, name in enumerate(contigs.names):
+            p = pos[contigs.codes == k]
+            lo, hi = int(p.min()), int(p.max())
+            overlap = (self._pmin <= hi) & (self._pmax >= lo)
+            overlap &= (self._cmin <= name) & (self._cmax >= name)
+            for i in np.flatnonzero(overlap).tolist():
+                rows = self._group(i)
+                keep = pc.and_(
+                    pc.equal(rows.column("contig"), name),
+                    pc.and_(
+                        pc.greater_equal(rows.column("pos"), lo),
+                        pc.less_equal(rows.column("pos"), hi),
+                    ),
+                )
+                parts.append(rows.filter(keep))
+        empty = self.file.schema_arrow.empty_table().select(self.columns)
+        self.current = _KbText(pa.concat_tables([empty, *parts]).combine_chunks(), self.pairs)
+        return self.current.match(contigs, pos, vid)
+
+    def info(self, idx: pa.Array) -> pa.Array:
+        return self.current.info(idx)
+
+
 def _clinvar_text(lookup: _Lookup) -> _KbText | None:
     if lookup.table is None:
         return None
@@ -685,10 +758,13 @@ def _clinvar_text(lookup: _Lookup) -> _KbText | None:
     return _KbText(lookup.table, pairs)
 
 
+_POPULATION_PAIRS = [(vcfinfo.POP_AF, "af", False)]
+
+
 def _population_text(lookup: _Lookup) -> _KbText | None:
     if lookup.table is None:
         return None
-    return _KbText(lookup.table, [(vcfinfo.POP_AF, "af", False)])
+    return _KbText(lookup.table, _POPULATION_PAIRS)
 
 
 def _bgzf_block(data: bytes | memoryview) -> bytes:
@@ -1140,7 +1216,7 @@ class _Engine:
     renames: dict[str, str]
     fast: bool
     clin: _KbText | None
-    pop: _KbText | None
+    pop: _KbText | _KbWindows | None
     with_csq: bool
     samples: list[str]
     want_findings: bool
@@ -1645,18 +1721,39 @@ class _KbTables:
     clin_lookup: _Lookup
     pop_lookup: _Lookup
     clin: _KbText | None
-    pop: _KbText | None
+    pop: _KbText | _KbWindows | None
+
+
+def _windowed_population(kb_dir: Path, ref_lengths: dict[str, int]) -> Path | None:
+    """The KB's population table when it is to be read in windows (:class:`_KbWindows`): more
+    than :data:`WINDOWED_POPULATION_ROWS` rows, built on this reference (no re-keying, sorted
+    by build_kb); else None (loaded whole)."""
+    try:
+        manifest = json.loads((kb_dir / "manifest.json").read_text())
+        path = kb_dir / "population.parquet"
+        if not isinstance(manifest, dict) or not manifest.get("population"):
+            return None
+        if (manifest.get("reference") or {}).get("contigs") != ref_lengths:
+            return None
+        rows = pq.read_metadata(path).num_rows
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return None  # load_kb reports what is wrong
+    return path if rows > WINDOWED_POPULATION_ROWS else None
 
 
 def _load_kb_tables(kb_dir: Path, reference: Path, ref_lengths: dict[str, int]) -> _KbTables:
-    """Load the KB and key it on ``reference``; runs on a worker thread (own FASTA handle)."""
-    kb = load_kb(kb_dir, columns=list(_KB_COLUMNS))
+    """Load the KB and key it on ``reference``; runs on a worker thread (own FASTA handle). A
+    large population table built on ``reference`` is opened for reading in windows instead."""
+    windowed = _windowed_population(kb_dir, ref_lengths)
+    kb = load_kb(kb_dir, columns=list(_KB_COLUMNS), population=windowed is None)
     with pysam.FastaFile(str(reference)) as fasta:
         clin_lookup = _kb_lookup("clinvar", kb.clinvar, kb, reference, ref_lengths, fasta)
         pop_lookup = _kb_lookup("population", kb.population, kb, reference, ref_lengths, fasta)
-    return _KbTables(
-        kb, clin_lookup, pop_lookup, _clinvar_text(clin_lookup), _population_text(pop_lookup)
-    )
+    pop: _KbText | _KbWindows | None = _population_text(pop_lookup)
+    if windowed is not None:
+        pop = _KbWindows(windowed, list(_KB_COLUMNS), _POPULATION_PAIRS)
+        log.info("%s: population table read in windows of its row groups", windowed)
+    return _KbTables(kb, clin_lookup, pop_lookup, _clinvar_text(clin_lookup), pop)
 
 
 def _strip_needed(in_vcf: Path) -> tuple[list[str], list[str]]:

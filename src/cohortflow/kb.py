@@ -42,6 +42,11 @@ from cohortflow.vcfinfo import variant_id
 
 log = logging.getLogger(__name__)
 
+# Annotation reads a population table of more rows than this in windows of its row groups,
+# only those that overlap each block of the input (gnomAD has hundreds of millions of rows);
+# a smaller one is loaded whole.
+WINDOWED_POPULATION_ROWS = 1 << 20
+
 CLINVAR_FILE = "clinvar.parquet"
 POPULATION_FILE = "population.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -1073,11 +1078,14 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
         return pf.read(columns=columns)
 
 
-def load_kb(kb_dir: Path, columns: list[str] | None = None) -> KnowledgeBase:
+def load_kb(
+    kb_dir: Path, columns: list[str] | None = None, population: bool = True
+) -> KnowledgeBase:
     """Read a folder written by :func:`build_kb`. Raises CohortflowError when incomplete.
 
     ``columns``: read only these columns of each table (those a table lacks are left out);
-    None reads all of them.
+    None reads all of them. ``population`` False leaves the population table unread (None):
+    the caller reads it in pieces from ``kb_dir / POPULATION_FILE``.
     """
     kb_dir = Path(kb_dir)
     manifest_path = kb_dir / MANIFEST_FILE
@@ -1090,14 +1098,18 @@ def load_kb(kb_dir: Path, columns: list[str] | None = None) -> KnowledgeBase:
         ) from None
     except json.JSONDecodeError as exc:
         raise CohortflowError(f"{manifest_path}: not valid JSON ({exc}); rebuild the KB") from None
+    if not isinstance(manifest, dict):
+        raise CohortflowError(f"{manifest_path}: not a knowledge-base manifest; rebuild the KB")
     try:
         clinvar = _read_parquet(kb_dir / CLINVAR_FILE, columns)
-        population = (
-            _read_parquet(kb_dir / POPULATION_FILE, columns) if manifest.get("population") else None
+        pop_table = (
+            _read_parquet(kb_dir / POPULATION_FILE, columns)
+            if manifest.get("population") and population
+            else None
         )
     except (OSError, pa.ArrowInvalid) as exc:
         raise CohortflowError(f"{kb_dir}: cannot read KB table ({exc}); rebuild the KB") from None
-    return KnowledgeBase(kb_dir, manifest, clinvar, population)
+    return KnowledgeBase(kb_dir, manifest, clinvar, pop_table)
 
 
 def _append_allele(cols: dict[str, list[Any]], norm: tuple[str, int, str, str]) -> None:

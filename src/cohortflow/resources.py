@@ -76,9 +76,30 @@ def folder_mb(folder: str | Path) -> float:
         return 0.0
 
 
+# What annotation holds of a population table it reads in windows (kb.WINDOWED_POPULATION_ROWS):
+# a few row groups of 65,536 rows.
+KB_WINDOWS_MB = 256
+
+
 def kb_mem_mb(kb_dir: str | Path) -> int:
-    """Memory (MB) a job needs to hold the knowledge base in ``kb_dir``."""
-    return int(math.ceil(KB_MB_PER_MB * folder_mb(kb_dir)))
+    """Memory (MB) a job needs to hold the knowledge base in ``kb_dir``: all its tables, except
+    a population table that annotation reads in windows (more than
+    :data:`cohortflow.kb.WINDOWED_POPULATION_ROWS` rows), which counts as :data:`KB_WINDOWS_MB`."""
+    total = folder_mb(kb_dir)
+    population = Path(kb_dir) / "population.parquet"
+    if population.is_file():
+        import pyarrow.parquet as pq  # only when there is one: the Snakefile imports this module
+
+        from cohortflow.kb import WINDOWED_POPULATION_ROWS
+
+        try:
+            rows = pq.read_metadata(population).num_rows
+        except (OSError, ValueError):
+            rows = 0
+        if rows > WINDOWED_POPULATION_ROWS:
+            total -= population.stat().st_size / 2**20
+            return int(math.ceil(KB_MB_PER_MB * total)) + KB_WINDOWS_MB
+    return int(math.ceil(KB_MB_PER_MB * total))
 
 
 def fasta_mb(fasta: str | Path) -> float:

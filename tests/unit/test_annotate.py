@@ -8,6 +8,7 @@ import logging
 import random
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pysam
 import pytest
 
@@ -444,6 +445,47 @@ def test_mnv_records_are_matched_whole_with_a_warning(
     assert "mnv.vcf: 1 MNV or complex alleles are matched as whole alleles" in caplog.text
     assert "bcftools norm -a" in caplog.text
     assert audit is not None
+
+
+POP_HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+
+
+def read_lines(path: Path) -> list[list[str]]:
+    return [ln.split("\t") for ln in path.read_text().splitlines() if not ln.startswith("#")]
+
+
+def test_population_read_in_windows_equals_loaded_whole(
+    inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A large population table (gnomAD) is not loaded whole: annotate reads the row groups that
+    overlap each block. With a row group of 2 rows and one cached, the annotated VCF, the
+    findings and the audit equal those of the table loaded whole."""
+    d = inputs["dir"]
+    # the fixture's allele, and one third allele of every fifth position of chr1 and chr2
+    lines = [(c, p, ".", r, a, ".", ".", i) for c, p, _, r, a, _, _, i in read_lines(inputs["pop"])]
+    for contig, seq in (("chr1", CHR1), ("chr2", CHR2)):
+        for p in range(21, len(seq) - 10, 5):
+            lines.append((contig, p, ".", seq[p - 1], other(seq[p - 1], 2), ".", ".", "AF=0.5"))
+    pop = write(d / "pop_many.vcf", POP_HEADER, sorted(lines, key=lambda x: (x[0], int(x[1]))))
+    monkeypatch.setattr("cohortflow.kb.KB_CHUNK_ROWS", 2)
+    build_kb(inputs["clinvar"], d / "kb", reference=inputs["ref"], population=pop)
+    assert pq.ParquetFile(d / "kb" / "population.parquet").metadata.num_row_groups > 50
+    outputs = {}
+    for mode, rows in (("whole", 1 << 20), ("windows", 0)):
+        monkeypatch.setattr("cohortflow.annotate.WINDOWED_POPULATION_ROWS", rows)
+        monkeypatch.setattr("cohortflow.annotate._WINDOW_CACHE", 1)
+        out = d / mode / "S1.vcf.gz"
+        with caplog.at_level(logging.INFO, logger="cohortflow.annotate"):
+            audit = annotate_vcf(
+                inputs["sample"], d / "kb", inputs["ref"], out, findings_tsv=d / mode / "f.tsv"
+            )
+        outputs[mode] = (records(out), read_findings(d / mode / "f.tsv"), audit)
+        windowed = "population table read in windows of its row groups" in caplog.text
+        assert windowed is (mode == "windows")
+    assert outputs["windows"] == outputs["whole"]
+    absent = outputs["windows"][0][("chr1", ABSENT_POS, b1(ABSENT_POS), other(b1(ABSENT_POS)))]
+    assert absent[vcfinfo.POP_AF] == pytest.approx(0.25)
+    assert outputs["windows"][2]["population"]["snv"] == {"looked_up": 5, "matched": 1}
 
 
 def test_kb_for_other_assembly_refused(inputs: dict[str, Path]) -> None:

@@ -1,8 +1,22 @@
 """Cluster resource requests grow with input size and with retries."""
 
+import math
 from pathlib import Path
 
-from cohortflow.resources import SCALES, cpus, fasta_mb, mem_mb, runtime_min
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cohortflow.resources import (
+    KB_MB_PER_MB,
+    KB_WINDOWS_MB,
+    SCALES,
+    cpus,
+    fasta_mb,
+    kb_mem_mb,
+    mem_mb,
+    runtime_min,
+)
 
 
 def test_align_memory_follows_the_reference_index() -> None:
@@ -33,3 +47,19 @@ def test_reference_size_comes_from_the_fai_whatever_the_compression(tmp_path: Pa
     Path(f"{fasta}.fai").write_text("chr1\t248956422\t6\t60\t61\nchrM\t16569\t253105\t60\t61\n")
     assert fasta_mb(fasta) == (248956422 + 16569) / 2**20
     assert mem_mb("align_reads", fasta_mb(fasta)) == 2800  # 2000 + 3 x 237.4 MB, rounded up
+
+
+def test_kb_memory_counts_a_windowed_population_table_as_its_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Annotation loads ClinVar and a small population table whole (60 MB per MB of Parquet)
+    but reads a large population table in windows: that one counts as KB_WINDOWS_MB."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "clinvar.parquet").write_bytes(b"x" * 2**20)
+    pq.write_table(pa.table({"variant_id": [f"chr1-{i}-A-G" for i in range(50)]}), kb / "p")
+    (kb / "p").rename(kb / "population.parquet")
+    pop_mb = (kb / "population.parquet").stat().st_size / 2**20
+    assert kb_mem_mb(kb) == math.ceil(KB_MB_PER_MB * (1 + pop_mb))
+    monkeypatch.setattr("cohortflow.kb.WINDOWED_POPULATION_ROWS", 49)
+    assert kb_mem_mb(kb) == KB_MB_PER_MB + KB_WINDOWS_MB
