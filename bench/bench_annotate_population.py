@@ -77,9 +77,7 @@ def population_vcf(work: Path, paths: dict[str, Path], n_sites: int, seed: int) 
 def pop_af(vcf: Path) -> dict[tuple[str, int, str, str], float]:
     with pysam.VariantFile(str(vcf)) as vf:
         return {
-            (r.chrom, r.pos, r.ref, r.alts[0]): r.info["POP_AF"]
-            for r in vf
-            if "POP_AF" in r.info
+            (r.chrom, r.pos, r.ref, r.alts[0]): r.info["POP_AF"] for r in vf if "POP_AF" in r.info
         }
 
 
