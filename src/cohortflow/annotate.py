@@ -678,9 +678,10 @@ _WINDOW_CACHE = 8  # row groups kept between blocks (a block's range needs one o
 class _KbWindows:
     """A KB table on disk, sorted by (contig, pos) as build_kb writes it, joined block by block:
     :meth:`match` reads the row groups whose contig and pos statistics overlap the block (a few
-    stay cached: the input is read in order) and joins the block against them; :attr:`table`
-    is then those rows, which :meth:`info` and the findings index into, as with :class:`_KbText`.
-    Memory follows the row groups, not the table."""
+    stay cached: the input is read in order), keeps their rows of the block's alleles and joins
+    the block against those; :attr:`table` is then those rows, which :meth:`info` and the
+    findings index into, as with :class:`_KbText`. Memory follows a few row groups and the
+    block, not the table."""
 
     def __init__(self, path: Path, columns: list[str], pairs: list[tuple[str, str, bool]]):
         self.file = pq.ParquetFile(path)
@@ -720,6 +721,9 @@ class _KbWindows:
         return self._cache[i]
 
     def match(self, contigs: _Contigs, pos: np.ndarray, vid: pa.Array) -> pa.Array:
+        # only the rows of the block's alleles are kept: a genome's block spans megabases,
+        # millions of population rows, of which it carries a few thousand
+        wanted = vid.drop_null()
         parts = []
         for k, name in enumerate(contigs.names):
             p = pos[contigs.codes == k]
@@ -728,13 +732,8 @@ class _KbWindows:
             overlap &= (self._cmin <= name) & (self._cmax >= name)
             for i in np.flatnonzero(overlap).tolist():
                 rows = self._group(i)
-                keep = pc.and_(
-                    pc.equal(rows.column("contig"), name),
-                    pc.and_(
-                        pc.greater_equal(rows.column("pos"), lo),
-                        pc.less_equal(rows.column("pos"), hi),
-                    ),
-                )
+                keep = pc.is_in(rows.column("variant_id"), value_set=wanted)
+                keep = pc.and_(keep, pc.equal(rows.column("contig"), name))
                 parts.append(rows.filter(keep))
         empty = self.file.schema_arrow.empty_table().select(self.columns)
         self.current = _KbText(pa.concat_tables([empty, *parts]).combine_chunks(), self.pairs)
