@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pysam
 
@@ -33,7 +34,13 @@ from cohortflow.annotate import _kb_lookup
 from cohortflow.atomic import atomic_output
 from cohortflow.contigs import fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
-from cohortflow.kb import KnowledgeBase, load_kb, significance_rank
+from cohortflow.kb import (
+    POPULATION_FILE,
+    WINDOWED_POPULATION_ROWS,
+    KnowledgeBase,
+    load_kb,
+    significance_rank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +195,52 @@ def _keyed_kb(
     return tables[0], tables[1]
 
 
+def _large_population(kb_dir: Path, reference: Path | None) -> Path | None:
+    """The KB's population table when it is read in pieces (more than
+    ``kb.WINDOWED_POPULATION_ROWS`` rows, and keyed already: no ``reference`` to re-key it
+    onto), else None (loaded whole)."""
+    path = kb_dir / POPULATION_FILE
+    if reference is not None or not path.is_file():
+        return None
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowInvalid):
+        return None  # load_kb reports it
+    return path if rows > WINDOWED_POPULATION_ROWS else None
+
+
+def _stored_population(path: Path, ids: pa.Array, store_contigs: list[str]) -> pa.Table:
+    """The population rows of the alleles the store holds (``ids``), keyed on the store's
+    contig names, read one row group at a time: a gnomAD table is never loaded whole."""
+    pf = pq.ParquetFile(path)
+    columns = ["variant_id", "contig", "pos", "ref", "alt", "af"]
+    mapping: dict[str, str | None] = {}
+    parts = [pf.schema_arrow.empty_table().select(columns)]
+    for i in range(pf.metadata.num_row_groups):
+        rows = pf.read_row_group(i, columns=columns)
+        contig = rows.column("contig")
+        for name in pc.unique(contig).to_pylist():
+            if name not in mapping:
+                mapping[name] = map_contigs([name], store_contigs).get(name)
+        if any(k != v for k, v in mapping.items()):
+            names = pc.dictionary_encode(contig).combine_chunks()
+            renamed = pa.array([mapping[n] for n in names.dictionary.to_pylist()], pa.string())
+            contig = renamed.take(names.indices)
+            pos = pc.cast(rows.column("pos"), pa.string())
+            ids_here = pc.binary_join_element_wise(
+                contig, pos, rows.column("ref"), rows.column("alt"), "-"
+            )
+            rows = rows.set_column(0, "variant_id", ids_here)
+        rows = rows.filter(pc.fill_null(pc.is_in(rows.column("variant_id"), value_set=ids), False))
+        parts.append(rows)
+    if mapping and not any(mapping.values()):
+        raise CohortflowError(
+            f"{path}: contigs ({', '.join(list(mapping)[:5])}) share no name with the store's "
+            f"({', '.join(store_contigs[:5])}); build the KB for the store's reference"
+        )
+    return pa.concat_tables(parts)
+
+
 def new_annotations(current: pa.Table, clinvar: pa.Table, population: pa.Table | None) -> pa.Table:
     """The replace_annotations input: every stored allele with its kept columns and the new
     KB values (null where the new release lacks the allele); pop_af is kept without a
@@ -284,13 +337,18 @@ def reannotate_store(
     Raises CohortflowError for a missing store or KB, or a KB on other contigs.
     """
     store, kb_dir, out_dir = Path(store), Path(kb_dir), Path(out_dir)
-    kb = load_kb(kb_dir)
+    large = _large_population(kb_dir, reference)
+    kb = load_kb(kb_dir, population=large is None)
     new_release = str(kb.manifest.get("clinvar_release") or "unknown")
     current = _current(store)
     samples = cohort_store.query(store, "SELECT sample FROM samples ORDER BY sample")
     sample_names = samples.column("sample").to_pylist()
     store_contigs = sorted(set(current.column("contig").to_pylist()))
     clinvar, population = _keyed_kb(kb, reference, store_contigs)
+    if large is not None:  # _keyed_kb checked the KB's indels are left-aligned
+        ids = current.column("variant_id").combine_chunks()
+        population = _stored_population(large, ids, store_contigs)
+        log.info("%s: read the population rows of the store's %d alleles", large, len(current))
     old, old_release = _previous(out_dir, current, new_release)
     old_release = old_release or _store_release(store)
     out_dir.mkdir(parents=True, exist_ok=True)

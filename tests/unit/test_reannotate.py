@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pysam
@@ -223,6 +224,45 @@ def test_reannotate_store_and_delta(cohort: dict[str, Path]) -> None:
     # a second run with the same release finds nothing new
     again = reannotate_store(store, d / "kb2", d / "delta2")
     assert again["old_release"] == "2024-01-01" and again["variants_changed"] == 0
+
+
+def test_large_population_read_in_pieces_gives_the_same_store(
+    cohort: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gnomAD-size population table is not loaded whole: its rows of the store's alleles are
+    read row group by row group (here 2 rows each, on contig '1' against the store's 'chr1').
+    The store's pop_af equals that of a run with the table loaded whole."""
+    d = cohort["dir"]
+    r2 = d / "r2.vcf"
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    for k, af in ((1, 0.01), (3, 0.2), (5, 0.003)):
+        p1, ref, alt = V[k]
+        lines.append(f"1\t{p1}\t.\t{ref}\t{alt}\t.\t.\tAF={af}")
+    for p1 in range(150, 290, 3):  # alleles no sample carries
+        lines.append(f"1\t{p1}\t.\t{base(p1)}\t{alt_of(p1)}\t.\t.\tAF=0.5")
+    lines.sort(key=lambda ln: (ln.startswith("1"), int(ln.split("\t")[1]) if ln[0] == "1" else 0))
+    pop = d / "pop.vcf"
+    pop.write_text("\n".join(lines) + "\n")
+    ref_1 = d / "ref_1.fa"  # the store's reference with '1' for 'chr1'
+    ref_1.write_text(f">1\n{CHR1}\n")
+    pysam.faidx(str(ref_1))
+    monkeypatch.setattr("cohortflow.kb.KB_CHUNK_ROWS", 2)
+    build_kb(r2, d / "kbp", reference=ref_1, population=pop)
+    results = {}
+    for mode, rows in (("whole", 1 << 20), ("pieces", 0)):
+        store = d / f"store_{mode}"
+        shutil.copytree(cohort["store"], store)
+        monkeypatch.setattr("cohortflow.reannotate.WINDOWED_POPULATION_ROWS", rows)
+        reannotate_store(store, d / "kbp", d / f"delta_{mode}", reference=None)
+        results[mode] = {v: r["pop_af"] for v, r in variants(store).items()}
+    assert results["pieces"] == results["whole"]
+    assert results["pieces"] == {
+        vid(1): 0.01,
+        vid(2): None,
+        vid(3): 0.2,
+        vid(4): None,
+        vid(5): 0.003,
+    }
 
 
 def test_interrupted_run_compares_with_the_snapshot(
