@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 from bench_annotate import CONTIG_LENGTH, CONTIGS, header, prepare
-from bench_store import run
+from bench_store import interleaved
 
 CLI = Path(sys.executable).with_name("cohortflow")
 WHOLE = (
@@ -104,12 +104,7 @@ def main() -> int:
         "bcftools": f"bcftools annotate -a {pop} -c INFO/AF -Oz -o {out['bcftools']} "
         f"{paths['sample']} && bcftools index -t -f {out['bcftools']}",
     }
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
-    for _ in range(args.repeats):
-        for name, cmd in commands.items():
-            results[name].append(run(cmd, args.workdir / f"pop_{name}.log"))
-            wall, peak, _ = results[name][-1]
-            print(f"{name:9s} wall {wall:6.2f} s  peak {peak:7.1f} MiB")
+    results = interleaved(commands, args.repeats, args.workdir)
     windows, whole = pop_af(out["windows"]), pop_af(out["whole"])
     with pysam.VariantFile(str(out["bcftools"])) as vf:
         peer = sum("AF" in r.info for r in vf)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_store import run
+from bench_store import interleaved
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLINVAR = (
@@ -118,12 +118,7 @@ def main() -> None:
         "bcftools": f"bcftools norm -m -any {pop} 2>/dev/null | bcftools query -f '{fields}\\n' "
         "> /dev/null",
     }
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
-    for _ in range(args.repeats):
-        for name, cmd in commands.items():
-            results[name].append(run(cmd, args.workdir / f"{name}.log"))
-            wall, peak, cpu = results[name][-1]
-            print(f"{name:10s} wall {wall:6.1f} s  cpu {cpu:6.1f} s  peak {peak:7.1f} MiB")
+    results = interleaved(commands, args.repeats, args.workdir)
     written = json.loads((kb / "manifest.json").read_text())["population"]["written"]
     print(f"{args.records} records, {written} population alleles written")
     med = {n: [statistics.median(v[i] for v in results[n]) for i in range(3)] for n in commands}

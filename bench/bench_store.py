@@ -148,6 +148,21 @@ def run(cmd: str, log: Path) -> tuple[float, float, float]:
     return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
+def interleaved(
+    commands: dict[str, str], repeats: int, logs: Path
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Run each shell command of ``commands`` once per round, ``repeats`` rounds (a busy spell
+    hits every command alike); print and return (wall, peak RSS MiB, CPU) of every run. Logs go
+    to ``logs/{name}.log``."""
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, cmd in commands.items():
+            results[name].append(run(cmd, logs / f"{name}.log"))
+            wall, peak, cpu = results[name][-1]
+            print(f"{name:10s} wall {wall:6.2f} s  cpu {cpu:6.2f} s  peak {peak:7.1f} MiB")
+    return results
+
+
 def cohort(work: Path, n_samples: int, n_variants: int) -> Path:
     """A file listing the cohort's gVCFs in ``work``, one per line: the ones there if they
     were made with these numbers and this generator, else made anew."""
