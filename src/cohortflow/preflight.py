@@ -577,6 +577,21 @@ def clinvar_problems(
     return problems
 
 
+def build_problem(reference: Path, lengths: Mapping[str, int], build: str | None) -> str | None:
+    """A line when ``reference.build`` names GRCh37 or GRCh38 and the FASTA's contig lengths are
+    the other one's (the knowledge-base build would refuse it later), else None."""
+    from cohortflow.kb import canonical_build, reference_build
+
+    wanted = canonical_build(build)
+    found = reference_build(dict(lengths))
+    if wanted in ("GRCh37", "GRCh38") and found and found != wanted:
+        return (
+            f"{reference}: its contig lengths are {found}'s but reference.build is {build!r}; "
+            f"correct reference.build or give the {wanted} FASTA"
+        )
+    return None
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -688,6 +703,12 @@ def preflight(run: RunConfig, full_check_bytes: int = DEFAULT_FULL_CHECK_BYTES) 
 
     reference = run.reference
     reference_lengths, problems = reference_problems(reference)
+    if reference_lengths is not None:
+        bad_build = build_problem(
+            reference, reference_lengths, (cfg.get("reference") or {}).get("build")
+        )
+        if bad_build:
+            problems.append(bad_build)
     if cfg.get("targets") and reference_lengths is not None:
         problems += bed_problems(resolve(cfg["targets"]), reference_lengths)
     realign = bool((cfg.get("align") or {}).get("realign", False))

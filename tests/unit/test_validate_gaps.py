@@ -171,3 +171,26 @@ def test_results_file_in_the_run_folder_is_reported_once(tmp_path: Path) -> None
     (tmp_path / "results").unlink()
     (tmp_path / "results").mkdir()
     assert pf.preflight(load(tmp_path)) == []
+
+
+def test_reference_build_contradicted_by_its_contig_lengths(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """hs37d5's chr20 is 63,025,520 bp: a GRCh37 reference, whatever reference.build says."""
+    from cohortflow.contigs import fasta_contig_lengths
+
+    fasta = copy(shared_data, "deepvariant_chr20_b37/ref/hs37d5.chr20.fa.gz", tmp_path)
+    for suffix in (".fai", ".gzi"):
+        shutil.copy(
+            shared_data / f"deepvariant_chr20_b37/ref/hs37d5.chr20.fa.gz{suffix}",
+            tmp_path / f"hs37d5.chr20.fa.gz{suffix}",
+        )
+    lengths = fasta_contig_lengths(fasta)
+    assert pf.build_problem(fasta, lengths, "GRCh38") == (
+        f"{fasta}: its contig lengths are GRCh37's but reference.build is 'GRCh38'; correct "
+        "reference.build or give the GRCh38 FASTA"
+    )
+    assert pf.build_problem(fasta, lengths, "GRCh37") is None
+    assert pf.build_problem(fasta, lengths, "hg19") is None
+    assert pf.build_problem(fasta, lengths, "test") is None  # not a human build name
+    assert pf.build_problem(fasta, {"chr20": 10_000_000}, "GRCh38") is None  # a slice
