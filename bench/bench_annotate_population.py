@@ -32,7 +32,7 @@ from bench_store import interleaved
 
 CLI = Path(sys.executable).with_name("cohortflow")
 WHOLE = (
-    "import sys; import cohortflow.annotate as a; a.WINDOWED_POPULATION_ROWS = 1 << 62; "
+    "import sys; import cohortflow.kb as k; k.WINDOWED_POPULATION_ROWS = 1 << 62; "
     "from cohortflow.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 

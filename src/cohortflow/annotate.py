@@ -41,7 +41,13 @@ from cohortflow.atomic import atomic_output, atomic_outputs, scratch_dir
 from cohortflow.bgzf import plain_gzip_vcf_problem
 from cohortflow.contigs import check_contig_lengths, fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
-from cohortflow.kb import WINDOWED_POPULATION_ROWS, KnowledgeBase, load_kb, percent_decode
+from cohortflow.kb import (
+    MANIFEST_FILE,
+    KnowledgeBase,
+    large_population,
+    load_kb,
+    percent_decode,
+)
 from cohortflow.normalize import normalize_allele
 from cohortflow.tools import bcftools, quiet_htslib
 
@@ -1724,20 +1730,18 @@ class _KbTables:
 
 
 def _windowed_population(kb_dir: Path, ref_lengths: dict[str, int]) -> Path | None:
-    """The KB's population table when it is to be read in windows (:class:`_KbWindows`): more
-    than :data:`WINDOWED_POPULATION_ROWS` rows, built on this reference (no re-keying, sorted
-    by build_kb); else None (loaded whole)."""
+    """The KB's population table when it is to be read in windows (:class:`_KbWindows`): a
+    large one (:func:`cohortflow.kb.large_population`) built on this reference (no re-keying,
+    sorted by build_kb); else None (loaded whole)."""
     try:
-        manifest = json.loads((kb_dir / "manifest.json").read_text())
-        path = kb_dir / "population.parquet"
-        if not isinstance(manifest, dict) or not manifest.get("population"):
-            return None
-        if (manifest.get("reference") or {}).get("contigs") != ref_lengths:
-            return None
-        rows = pq.read_metadata(path).num_rows
-    except (OSError, ValueError, pa.ArrowInvalid):
+        manifest = json.loads((kb_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
         return None  # load_kb reports what is wrong
-    return path if rows > WINDOWED_POPULATION_ROWS else None
+    if not isinstance(manifest, dict) or not manifest.get("population"):
+        return None
+    if (manifest.get("reference") or {}).get("contigs") != ref_lengths:
+        return None
+    return large_population(kb_dir)
 
 
 def _load_kb_tables(kb_dir: Path, reference: Path, ref_lengths: dict[str, int]) -> _KbTables:

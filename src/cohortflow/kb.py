@@ -1112,6 +1112,18 @@ def load_kb(
     return KnowledgeBase(kb_dir, manifest, clinvar, pop_table)
 
 
+def large_population(kb_dir: Path) -> Path | None:
+    """The KB's population table when it has more than :data:`WINDOWED_POPULATION_ROWS` rows
+    (annotation and reannotation read it in pieces), else None; reads its Parquet footer only
+    (a missing or damaged table gives None: :func:`load_kb` reports it)."""
+    path = Path(kb_dir) / POPULATION_FILE
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except (OSError, ValueError):
+        return None
+    return path if rows > WINDOWED_POPULATION_ROWS else None
+
+
 def _append_allele(cols: dict[str, list[Any]], norm: tuple[str, int, str, str]) -> None:
     """Append a normalized allele (contig, pos1, ref, alt) to the key columns of a KB table."""
     contig, pos1, ref, alt = norm

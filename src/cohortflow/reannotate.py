@@ -34,13 +34,7 @@ from cohortflow.annotate import _kb_lookup
 from cohortflow.atomic import atomic_output
 from cohortflow.contigs import fasta_contig_lengths, map_contigs
 from cohortflow.errors import CohortflowError
-from cohortflow.kb import (
-    POPULATION_FILE,
-    WINDOWED_POPULATION_ROWS,
-    KnowledgeBase,
-    load_kb,
-    significance_rank,
-)
+from cohortflow.kb import KnowledgeBase, large_population, load_kb, significance_rank
 
 log = logging.getLogger(__name__)
 
@@ -195,20 +189,6 @@ def _keyed_kb(
     return tables[0], tables[1]
 
 
-def _large_population(kb_dir: Path, reference: Path | None) -> Path | None:
-    """The KB's population table when it is read in pieces (more than
-    ``kb.WINDOWED_POPULATION_ROWS`` rows, and keyed already: no ``reference`` to re-key it
-    onto), else None (loaded whole)."""
-    path = kb_dir / POPULATION_FILE
-    if reference is not None or not path.is_file():
-        return None
-    try:
-        rows = pq.read_metadata(path).num_rows
-    except (OSError, pa.ArrowInvalid):
-        return None  # load_kb reports it
-    return path if rows > WINDOWED_POPULATION_ROWS else None
-
-
 def _stored_population(path: Path, ids: pa.Array, store_contigs: list[str]) -> pa.Table:
     """The population rows of the alleles the store holds (``ids``), keyed on the store's
     contig names, read one row group at a time: a gnomAD table is never loaded whole."""
@@ -337,7 +317,9 @@ def reannotate_store(
     Raises CohortflowError for a missing store or KB, or a KB on other contigs.
     """
     store, kb_dir, out_dir = Path(store), Path(kb_dir), Path(out_dir)
-    large = _large_population(kb_dir, reference)
+    # a large population table is read in pieces when it is keyed already (no reference to
+    # re-key it onto)
+    large = large_population(kb_dir) if reference is None else None
     kb = load_kb(kb_dir, population=large is None)
     new_release = str(kb.manifest.get("clinvar_release") or "unknown")
     current = _current(store)

@@ -86,18 +86,13 @@ def kb_mem_mb(kb_dir: str | Path) -> int:
     a population table that annotation reads in windows (more than
     :data:`cohortflow.kb.WINDOWED_POPULATION_ROWS` rows), which counts as :data:`KB_WINDOWS_MB`."""
     total = folder_mb(kb_dir)
-    population = Path(kb_dir) / "population.parquet"
-    if population.is_file():
-        import pyarrow.parquet as pq  # only when there is one: the Snakefile imports this module
+    if (Path(kb_dir) / "population.parquet").is_file():
+        # imported only then: the Snakefile imports this module
+        from cohortflow.kb import large_population
 
-        from cohortflow.kb import WINDOWED_POPULATION_ROWS
-
-        try:
-            rows = pq.read_metadata(population).num_rows
-        except (OSError, ValueError):
-            rows = 0
-        if rows > WINDOWED_POPULATION_ROWS:
-            total -= population.stat().st_size / 2**20
+        large = large_population(Path(kb_dir))
+        if large is not None:
+            total -= large.stat().st_size / 2**20
             return int(math.ceil(KB_MB_PER_MB * total)) + KB_WINDOWS_MB
     return int(math.ceil(KB_MB_PER_MB * total))
 

@@ -1415,18 +1415,19 @@ def _empty_select(table: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def _unfinished_files(store: Path, committed: Mapping[str, Any]) -> Iterator[Path]:
+    """The per-batch files of batches without a ``_batches`` record."""
+    for table in BATCH_TABLES:
+        for path in table_files(store, table):
+            if _batch_of_file(path) not in committed:
+                yield path
+
+
 def unfinished_batches(store: Path) -> list[str]:
     """Batches with files in the store but no ``_batches`` record: an aggregate of them is
     running, or was interrupted (the next aggregate removes their files)."""
-    committed = committed_batches(store)
-    return sorted(
-        {
-            name
-            for table in BATCH_TABLES
-            for path in table_files(store, table)
-            if (name := _batch_of_file(path)) not in committed and name is not None
-        }
-    )
+    files = _unfinished_files(store, committed_batches(store))
+    return sorted({name for path in files if (name := _batch_of_file(path)) is not None})
 
 
 def open_store(store: Path, unfinished: bool = False) -> duckdb.DuckDBPyConnection:
@@ -1571,11 +1572,9 @@ def _remove_uncommitted(store: Path, committed: Mapping[str, Any]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-    for table in BATCH_TABLES:
-        for path in table_files(store, table):
-            if _batch_of_file(path) not in committed:
-                log.warning("removing %s: its batch did not finish", path)
-                path.unlink()
+    for path in list(_unfinished_files(store, committed)):
+        log.warning("removing %s: its batch did not finish", path)
+        path.unlink()
     for table in TABLES:
         root = store / table
         if root.is_dir():

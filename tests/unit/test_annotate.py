@@ -472,7 +472,7 @@ def test_population_read_in_windows_equals_loaded_whole(
     assert pq.ParquetFile(d / "kb" / "population.parquet").metadata.num_row_groups > 50
     outputs = {}
     for mode, rows in (("whole", 1 << 20), ("windows", 0)):
-        monkeypatch.setattr("cohortflow.annotate.WINDOWED_POPULATION_ROWS", rows)
+        monkeypatch.setattr("cohortflow.kb.WINDOWED_POPULATION_ROWS", rows)
         monkeypatch.setattr("cohortflow.annotate._WINDOW_CACHE", 1)
         out = d / mode / "S1.vcf.gz"
         with caplog.at_level(logging.INFO, logger="cohortflow.annotate"):

@@ -252,7 +252,7 @@ def test_large_population_read_in_pieces_gives_the_same_store(
     for mode, rows in (("whole", 1 << 20), ("pieces", 0)):
         store = d / f"store_{mode}"
         shutil.copytree(cohort["store"], store)
-        monkeypatch.setattr("cohortflow.reannotate.WINDOWED_POPULATION_ROWS", rows)
+        monkeypatch.setattr("cohortflow.kb.WINDOWED_POPULATION_ROWS", rows)
         reannotate_store(store, d / "kbp", d / f"delta_{mode}", reference=None)
         results[mode] = {v: r["pop_af"] for v, r in variants(store).items()}
     assert results["pieces"] == results["whole"]
