@@ -17,7 +17,7 @@ from cohortflow.errors import CohortflowError
 
 log = logging.getLogger(__name__)
 
-_MITO = ("MT", "M", "chrM", "chrMT")
+MITOCHONDRIAL = ("MT", "M", "chrM", "chrMT")  # the names of the mitochondrial contig
 
 
 def contig_aliases(name: str) -> tuple[str, ...]:
@@ -28,8 +28,8 @@ def contig_aliases(name: str) -> tuple[str, ...]:
     ('chrM', 'MT', 'M', 'chrMT'). Names that are neither prefixed nor mitochondrial get
     the 'chr'-prefixed alias only ('GL000192.1' -> ('GL000192.1', 'chrGL000192.1')).
     """
-    if name in _MITO:
-        return (name, *(m for m in _MITO if m != name))
+    if name in MITOCHONDRIAL:
+        return (name, *(m for m in MITOCHONDRIAL if m != name))
     if name.startswith("chr") and len(name) > 3:
         return (name, name[3:])
     return (name, f"chr{name}")

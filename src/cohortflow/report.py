@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 
 from cohortflow.atomic import atomic_output
+from cohortflow.contigs import MITOCHONDRIAL
 from cohortflow.errors import CohortflowError
 from cohortflow.report_html import (
     NOT_COMPUTED,
@@ -767,7 +768,6 @@ def _clinvar_link(variation_id: Any) -> str:
     return esc(text)
 
 
-_MITOCHONDRIA = frozenset({"chrM", "chrMT", "MT", "M"})
 # The pseudoautosomal regions of X and Y (1-based, inclusive), GRCh37 and GRCh38 together:
 # outside them a male has one copy.
 _PARS = {
@@ -781,7 +781,7 @@ def copy_context(row: Mapping[str, Any], sex: str | None) -> str | None:
     mitochondrion; for a male on X or Y outside the PARs, a diploid call read as hemizygous
     (1/1) or flagged (0/1). None elsewhere."""
     contig = str(row["contig"])
-    if contig in _MITOCHONDRIA:
+    if contig in MITOCHONDRIAL:
         return "homoplasmic" if row["alt_count"] >= (row["ploidy"] or 1) else "heteroplasmic"
     chrom = contig[3:] if contig.startswith("chr") else contig
     if sex != "male" or chrom not in _PARS or row["ploidy"] != 2:
