@@ -17,8 +17,11 @@ Layout under ``store/`` (DESIGN.md section 7), every file readable without cohor
 - ``_batches/{batch}.json``                         what the batch added; written last (commit mark)
 - ``_annotations.json``                            the last replace_annotations (kb_release)
 
-Genotype files are dense: every sample of a file has one row per site of the file, in the same
-(pos, variant_id) order, samples one after the other. Contig values in directory names are
+A batch's genotypes, annotations and ref_blocks files are written in parts of at most
+:data:`PART_ROW_GROUPS` row groups: ``{stem}.parquet``, then ``{stem}+0001.parquet``, ... (each
+genotypes part with site_counts and sample_counts files of its own name). Genotype files are
+dense: every sample of a file has one row per site of the file, in the same (pos, variant_id)
+order, window by window of positions and, in a window, samples one after the other. Contig values in directory names are
 percent-encoded (``urllib.parse.quote``); DuckDB, pyarrow, pandas and polars decode them. Files
 of a batch without its ``_batches`` JSON are leftovers of an interrupted run and are removed by
 the next :func:`aggregate`.
@@ -50,8 +53,10 @@ import array
 import contextlib
 import ctypes
 import fcntl
+import glob
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -96,6 +101,8 @@ REF_BLOCK_ALTS = frozenset({"<*>", "<NON_REF>"})
 _ALLELE_RE = re.compile(r"^[ACGTN]+$")
 _REF_RE = re.compile(r"^[A-Z]+$")
 FILL_SUFFIX = "+fill"  # "+" is not allowed in batch names, so file names parse back unambiguously
+# "{stem}+{k}": part k >= 1 of a batch's file (part 0 is "{stem}"), see PART_ROW_GROUPS
+_FILE_STEM_RE = re.compile(r"^(?P<batch>.+?)(?:\+fill)?(?:\+(?P<part>\d+))?$")
 
 SAMPLES_SCHEMA = pa.schema(
     [
@@ -297,6 +304,12 @@ VARIANT_WINDOW = 1 << 14
 GENOTYPE_WINDOW = 1 << 16
 SITES_ROW_GROUP = 1 << 14  # rows per row group of the batch's sorted site list
 WIDE_ROW_GROUP = 1 << 16  # rows per row group of the annotations and site_counts files
+# Row groups per file of a batch's genotypes, annotations and ref_blocks. pyarrow's Parquet
+# writer keeps the metadata of every row group it wrote (about 0.8 KB per column) until the
+# file closes: one file per batch and contig would hold ~11 KB per 2^18 genotype rows (3 GB
+# for 10,000 genomes on chr1, and a footer every reader parses). So a batch's rows go to files
+# of at most this many row groups ("parts": {stem}.parquet, {stem}+0001.parquet, ...).
+PART_ROW_GROUPS = 64
 # DuckDB's memory for each of cohortflow's own queries (the batch's site list, the cohort
 # tables): beyond it, DuckDB spills to disk
 DUCKDB_MEMORY = "128MB"
@@ -1295,6 +1308,152 @@ class _BufferedWriter:
         return False
 
 
+class _PartWriter:
+    """Rows of one file ``stem`` of ``folder`` written in row groups of about ``rows`` rows into
+    parts (:func:`_part_path`) of at most :data:`PART_ROW_GROUPS` row groups. With ``auto``, a
+    part is closed when full, between two :meth:`write` calls (the rows of one call stay in one
+    part); otherwise the caller closes parts with :meth:`roll`."""
+
+    def __init__(
+        self, folder: Path, stem: str, schema: pa.Schema, meta: dict, rows: int, auto: bool = True
+    ):
+        self.folder, self.stem, self.schema, self.meta = folder, stem, schema, meta
+        self.rows, self.auto = rows, auto
+        self.limit = PART_ROW_GROUPS * rows
+        self.out: _BufferedWriter | None = None
+        self.part = 0  # the number of the open (or next) part
+        self.done: list[Path] = []  # parts put in place
+        self.written = 0
+
+    @property
+    def part_rows(self) -> int:
+        """Rows given to the open part."""
+        return 0 if self.out is None else self.out.written + self.out.buffered
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.auto and self.part_rows >= self.limit:
+            self.roll()
+        if self.out is None:
+            path = _part_path(self.folder, self.stem, self.part)
+            self.out = _BufferedWriter(path, self.schema, self.meta, self.rows)
+        self.out.write(table)
+        self.written += table.num_rows
+
+    def roll(self, ok: bool = True) -> bool:
+        """Finish the open part, if any (put in place when ``ok``, else removed); the next rows
+        start the next part. True when a part was put in place."""
+        if self.out is None:
+            return False
+        placed = self.out.close(ok)
+        if placed:
+            self.done.append(self.out.path)
+        self.out = None
+        self.part += 1
+        return placed
+
+    def close(self, ok: bool = True) -> list[Path]:
+        """Finish the last part; every part put in place."""
+        self.roll(ok)
+        return self.done
+
+
+class _GenotypeParts:
+    """The genotype rows of one file ``stem`` (a batch, or its fill) of one contig, given window
+    by window and, in a window, sample by sample, written in parts (:class:`_PartWriter`),
+    each with its site_counts and sample_counts files of the same name.
+
+    Every part stays dense (each of its samples has one row per site of it): it holds whole
+    windows of every sample, or, when a window alone has more rows than a part, a run of that
+    window's samples. :meth:`close` returns every file put in place."""
+
+    def __init__(self, store: Path, contig: str, stem: str, meta: Mapping[str, str] | None):
+        self.store, self.contig, self.stem, self.meta = store, contig, stem, meta
+        self.rows = _PartWriter(
+            _partition_dir(store / "genotypes", contig),
+            stem,
+            GENOTYPES_WRITE_SCHEMA,
+            _file_metadata("genotypes", meta),
+            GENOTYPE_ROW_GROUP,
+            auto=False,
+        )
+        self.sites: _BufferedWriter | None = None  # the open part's site counts
+        self.names: list[str] | None = None  # the open part's samples and their counts
+        self.totals: np.ndarray | None = None
+        self.counts: _Counts | None = None  # the window's, since it or the part began
+        self.split = False  # the open part holds only some samples of its window
+        self.done: list[Path] = []
+
+    @property
+    def written(self) -> int:
+        return self.rows.written
+
+    def window(self, sites: Sites, n_samples: int) -> None:
+        """Start a window of ``sites`` that ``n_samples`` samples will be given for."""
+        held = self.rows.part_rows
+        if held and (self.split or held + n_samples * len(sites.pos1) > self.rows.limit):
+            self._close_part()
+        self.split = False
+        self.counts = _Counts(self.contig, sites)
+
+    def add(self, sample: str, rows: pa.Table, alt: np.ndarray, ploidy: np.ndarray) -> None:
+        """One sample's rows over the window's sites, and its alt_count and ploidy per site."""
+        assert self.counts is not None, "window() first"
+        if self.counts.samples and self.rows.part_rows >= self.rows.limit:
+            sites = self.counts.sites
+            self._close_part()
+            self.split = True
+            self.counts = _Counts(self.contig, sites)
+        if self.sites is None:
+            folder = _partition_dir(self.store / "site_counts", self.contig)
+            self.sites = _BufferedWriter(
+                _part_path(folder, self.stem, self.rows.part),
+                SITE_COUNTS_SCHEMA,
+                _file_metadata("site_counts", self.meta),
+                WIDE_ROW_GROUP,
+            )
+        self.rows.write(rows)
+        self.counts.add(sample, alt, ploidy)
+
+    def end_window(self) -> None:
+        """The counts of the window (or of its samples since the part began) go to the part."""
+        counts, self.counts = self.counts, None
+        if counts is None or not counts.samples:
+            return
+        assert self.sites is not None
+        self.sites.write(_sort(counts.site_table(), ["pos", "variant_id"]))
+        values = counts.sample_values()
+        if self.names is None or self.totals is None:
+            self.names, self.totals = list(counts.samples), values
+        elif self.names != counts.samples:
+            raise RuntimeError(f"{self.stem}: a part's samples differ between its windows")
+        else:
+            self.totals += values
+
+    def _close_part(self, ok: bool = True) -> None:
+        name = _part_path(Path(), self.stem, self.rows.part).name
+        if ok:
+            self.end_window()
+        placed = self.rows.roll(ok)
+        if self.sites is not None and self.sites.close(ok and placed):
+            self.done.append(self.sites.path)
+        if placed:
+            self.done.append(self.rows.done[-1])
+            if self.names is not None and self.totals is not None:
+                path = _partition_dir(self.store / "sample_counts", self.contig) / name
+                table = _sort(_sample_counts_table(self.names, self.totals), ["sample"])
+                _write_parquet(table, path, _file_metadata("sample_counts", self.meta))
+                self.done.append(path)
+        self.sites, self.names, self.totals = None, None, None
+
+    def close(self, ok: bool = True) -> list[Path]:
+        """Finish the last part (its files put in place when ``ok``); every file put in place."""
+        if self.rows.out is not None or self.sites is not None:
+            self._close_part(ok)
+        return self.done
+
+
 # --------------------------------------------------------------------------- file helpers
 
 
@@ -1366,10 +1525,26 @@ def kinship_counts(store: Path) -> tuple[int, int] | None:
 
 
 def _batch_of_file(path: Path) -> str | None:
-    stem = path.name[: -len(".parquet")]
-    if stem.endswith(FILL_SUFFIX):
-        stem = stem[: -len(FILL_SUFFIX)]
+    found = _FILE_STEM_RE.match(path.name[: -len(".parquet")])
+    stem = found.group("batch") if found else ""
     return stem if NAME_RE.match(stem) else None
+
+
+def _part_path(folder: Path, stem: str, part: int) -> Path:
+    """Part ``part`` of the file ``stem`` in ``folder``: part 0 is ``{stem}.parquet``."""
+    return folder / (f"{stem}.parquet" if part == 0 else f"{stem}+{part:04d}.parquet")
+
+
+def _part_files(folder: Path, stem: str) -> list[Path]:
+    """The parts of the file ``stem`` in ``folder``, in part order."""
+    parts = []
+    for path in folder.glob(f"{glob.escape(stem)}*.parquet"):
+        name = path.name[: -len(".parquet")]
+        if name == stem:
+            parts.append((0, path))
+        elif name.startswith(stem + "+") and name[len(stem) + 1 :].isdigit():
+            parts.append((int(name[len(stem) + 1 :]), path))
+    return [path for _, path in sorted(parts)]
 
 
 def _sql_path(path: Path) -> str:
@@ -2642,8 +2817,8 @@ def _iter_old_samples(
         by_batch.setdefault(batch, []).append(sample)
     empty = BLOCKS_SCHEMA.empty_table()
     for batch in sorted(by_batch):
-        path = store / "ref_blocks" / f"{batch}.parquet"
-        groups = _blocks_by_sample(path) if path.is_file() else iter(())
+        parts = _part_files(store / "ref_blocks", batch)
+        groups = itertools.chain.from_iterable(_blocks_by_sample(path) for path in parts)
         nxt = next(groups, None)
         for name in sorted(by_batch[batch]):
             while nxt is not None and nxt[0] < name:
@@ -2726,30 +2901,21 @@ def _append_contig(
 ) -> tuple[int, int, int]:
     """The batch's genotypes, annotations, site and sample counts files of one contig, and
     the fill (the store's samples at the sites new with the batch), window by window (cut
-    between positions), every sample in each; paths go to ``written``. Return the genotype
-    rows, the new sites and the fill rows."""
-    # row groups: genotypes' columns are narrow; annotations' and site counts' are wide, so
-    # fewer of their rows wait in memory before each row group is written
-    outs = {
-        (table, stem): _BufferedWriter(
-            _partition_dir(store / table, contig) / f"{stem}.parquet",
-            schema,
-            _file_metadata(table, metadata),
-            rows,
-        )
-        for table, schema, rows in (
-            ("genotypes", GENOTYPES_WRITE_SCHEMA, GENOTYPE_ROW_GROUP),
-            ("annotations", ANNOTATIONS_SCHEMA, WIDE_ROW_GROUP),
-            ("site_counts", SITE_COUNTS_SCHEMA, WIDE_ROW_GROUP),
-        )
-        for stem in (batch, batch + FILL_SUFFIX)
-        if stem == batch or (olds is not None and table != "annotations")
-    }
+    between positions), every sample in each; each in parts of at most
+    :data:`PART_ROW_GROUPS` row groups. Paths go to ``written``. Return the genotype rows, the
+    new sites and the fill rows."""
     fill = batch + FILL_SUFFIX
+    genotypes = _GenotypeParts(store, contig, batch, metadata)
+    fills = _GenotypeParts(store, contig, fill, metadata) if olds is not None else None
+    # annotations' columns are wide: fewer of their rows wait in memory before a row group
+    annotations = _PartWriter(
+        _partition_dir(store / "annotations", contig),
+        batch,
+        ANNOTATIONS_SCHEMA,
+        _file_metadata("annotations", metadata),
+        WIDE_ROW_GROUP,
+    )
     ok = False
-    width = len(SAMPLE_COUNTS_SCHEMA) - 1
-    totals = np.zeros((len(spilled), width), dtype=np.int64)
-    fill_totals = np.zeros((len(olds.names) if olds else 0, width), dtype=np.int64)
     n_new = 0
     empty_calls = CALLS_SCHEMA.empty_table()
     try:
@@ -2761,44 +2927,30 @@ def _append_contig(
         for lo, hi in _window_bounds(con, positions, contig, GENOTYPE_WINDOW):
             window, new = _window_sites(con, sites_path, contig, lo, hi)
             n_new += new.num_rows
-            counts = _Counts(contig, window)
+            genotypes.window(window, len(spilled))
             for item in spilled:
                 calls = item.window("calls", contig, lo, hi)
                 blocks = item.window("blocks", contig, lo, hi)
                 rows, alt, ploidy = _sample_genotypes(item.inp.sample, batch, window, calls, blocks)
-                outs["genotypes", batch].write(rows)
-                counts.add(item.inp.sample, alt, ploidy)
-                outs["annotations", batch].write(_annotation_rows(item.inp.sample, batch, calls))
-            outs["site_counts", batch].write(_sort(counts.site_table(), ["pos", "variant_id"]))
-            totals += counts.sample_values()
+                genotypes.add(item.inp.sample, rows, alt, ploidy)
+                annotations.write(_annotation_rows(item.inp.sample, batch, calls))
+            genotypes.end_window()
             _release_memory()
-            if olds is None or new.num_rows == 0:
+            if olds is None or fills is None or new.num_rows == 0:
                 continue
             sites = Sites(new.column("pos").to_numpy(), new.column("variant_id").combine_chunks())
-            counts = _Counts(contig, sites)
+            fills.window(sites, len(olds.names))
             for (sample, old_batch), at in zip(olds.names, olds.blocks_at, strict=True):
                 blocks = olds.spill.read_window("blocks", *at, contig, lo, hi)
                 rows, alt, ploidy = _sample_genotypes(sample, old_batch, sites, empty_calls, blocks)
-                outs["genotypes", fill].write(rows)
-                counts.add(sample, alt, ploidy)
-            outs["site_counts", fill].write(_sort(counts.site_table(), ["pos", "variant_id"]))
-            fill_totals += counts.sample_values()
+                fills.add(sample, rows, alt, ploidy)
+            fills.end_window()
         ok = True
     finally:
-        for out in outs.values():
-            if out.close(ok):
-                written.append(out.path)
-    for stem, names, values in (
-        (batch, [s.inp.sample for s in spilled], totals),
-        (fill, [name for name, _ in olds.names] if olds else [], fill_totals),
-    ):
-        if ("genotypes", stem) in outs and outs["genotypes", stem].written:
-            path = _partition_dir(store / "sample_counts", contig) / f"{stem}.parquet"
-            table = _sort(_sample_counts_table(names, values), ["sample"])
-            _write_parquet(table, path, _file_metadata("sample_counts", metadata))
-            written.append(path)
-    n_fill = outs["genotypes", fill].written if ("genotypes", fill) in outs else 0
-    return outs["genotypes", batch].written, n_new, n_fill
+        written += genotypes.close(ok)
+        written += fills.close(ok) if fills is not None else []
+        written += annotations.close(ok)
+    return genotypes.written, n_new, fills.written if fills is not None else 0
 
 
 def _append(
@@ -2819,18 +2971,18 @@ def _append(
     """
     meta = _file_metadata
     written: list[Path] = []
-    blocks_out = _BufferedWriter(
-        store / "ref_blocks" / f"{batch}.parquet",
+    blocks_out = _PartWriter(
+        store / "ref_blocks",
+        batch,
         REF_BLOCKS_SCHEMA,
         meta("ref_blocks", metadata),
         GENOTYPE_ROW_GROUP,
     )
     try:
-        for item in spilled:
+        for item in spilled:  # a sample's blocks in one part: parts end between samples
             blocks_out.write(blocks_table(item.inp.sample, batch, item.table("blocks")))
     finally:
-        if blocks_out.close(ok=sys.exc_info()[0] is None):
-            written.append(blocks_out.path)
+        written += blocks_out.close(ok=sys.exc_info()[0] is None)
 
     # the store as it was before this batch: its views list the files of that moment
     con = _internal_connection(store, threads=1)

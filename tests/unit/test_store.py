@@ -628,6 +628,95 @@ def test_small_windows_give_the_same_tables(
     assert one.column("sample").to_pylist() == ["A"] * 4 + ["C"] * 4
 
 
+@pytest.mark.parametrize(
+    ("window", "part_rows", "batches"),
+    [
+        (store_mod.GENOTYPE_WINDOW, 2, ("AC", "BD")),
+        (1, 2, ("AC", "BD")),
+        (1, 4, ("AC", "BD")),
+        (1, 1, ("AC", "BD")),
+        # D's rows at 200 (two alleles) start a part of their own, which must end with the
+        # window although 300's rows of all four would fit in it
+        (1, 6, ("ABCD",)),
+    ],
+    ids=["window-parts", "one-window-parts", "two-window-parts", "row-parts", "split-window"],
+)
+def test_files_in_parts_give_the_same_tables(
+    tmp_path: Path,
+    inputs: dict[str, SampleInput],
+    monkeypatch: pytest.MonkeyPatch,
+    window: int,
+    part_rows: int,
+    batches: tuple[str, ...],
+) -> None:
+    """A batch's genotypes, annotations and ref_blocks written in parts of a few rows (the real
+    size is PART_ROW_GROUPS row groups of 2^16 to 2^18 rows) change no value of any cohort
+    table, the kinship spill's codes, the fill, or a replace; every genotype part is dense and
+    has its own counts files."""
+    stores = {"one": tmp_path / "one", "parts": tmp_path / "parts"}
+    b2_new = write_vcf(tmp_path / "B2.vcf.gz", "B", ["chr1 200 C T . 1/1:22:40:0,22"])
+    for name, store in stores.items():
+        if name == "parts":
+            monkeypatch.setattr(store_mod, "GENOTYPE_WINDOW", window)
+            monkeypatch.setattr(store_mod, "GENOTYPE_ROW_GROUP", 1)
+            monkeypatch.setattr(store_mod, "WIDE_ROW_GROUP", 1)
+            monkeypatch.setattr(store_mod, "PART_ROW_GROUPS", part_rows)
+        for k, samples in enumerate(batches, 1):
+            aggregate(store, f"b{k}", [inputs[s] for s in samples])
+    same = [t for t in store_mod.TABLES if t not in ("site_counts", "sample_counts")]
+    for table in same:
+        assert _sorted_rows(stores["one"], table) == _sorted_rows(stores["parts"], table), table
+    for work in ("one.work", "parts.work"):
+        (tmp_path / work).mkdir()
+    assert _kinship_codes(stores["one"], tmp_path / "one.work") == _kinship_codes(
+        stores["parts"], tmp_path / "parts.work"
+    )
+    parts = stores["parts"]
+    chr1 = parts / "genotypes" / "contig=chr1"
+    names = sorted(p.name for p in chr1.glob("*.parquet"))
+    if len(batches) == 2:  # the fill: A and C at b2's new sites 150, 300
+        assert {"b1.parquet", "b1+0001.parquet", "b2.parquet", "b2+fill.parquet"} <= set(names)
+    else:  # 100 | 150 | A, B, C at 200 | D at 200 | 300 | 400
+        assert names == sorted(["b1.parquet", *(f"b1+{k:04d}.parquet" for k in range(1, 6))])
+        d_part = pq.read_table(chr1 / "b1+0003.parquet", columns=["sample", "pos"]).to_pylist()
+        assert [(r["sample"], r["pos"]) for r in d_part] == [("D", 200), ("D", 200)]
+    for path in chr1.glob("*.parquet"):
+        rows = pq.read_table(path, columns=["sample", "pos"])
+        # a part is closed once full, before the next sample: it held fewer rows than the
+        # limit before its last sample's run of rows
+        order = rows.column("sample").to_pylist()
+        last_run = len(order) - 1  # where the last sample's run of rows begins
+        while last_run > 0 and order[last_run - 1] == order[-1]:
+            last_run -= 1
+        assert last_run < part_rows, path.name
+        counts = pq.read_table(parts / "sample_counts" / "contig=chr1" / path.name)
+        sites = pq.read_table(parts / "site_counts" / "contig=chr1" / path.name)
+        samples = set(rows.column("sample").to_pylist())
+        assert sorted(samples) == counts.column("sample").to_pylist(), path.name
+        assert rows.num_rows == len(samples) * sites.num_rows, path.name  # dense
+        assert sum(counts.column("n_sites").to_pylist()) == rows.num_rows, path.name
+    for table in ("annotations", "ref_blocks"):
+        assert len(store_mod.table_files(parts, table)) > len(
+            store_mod.table_files(stores["one"], table)
+        )
+    assert store_mod.unfinished_batches(parts) == []
+    # B replaced: the parts holding it are rewritten, their counts recomputed
+    for store in stores.values():
+        aggregate(store, "b9", [SampleInput("B", b2_new, inputs["B"].gvcf)], replace=True)
+    for table in same:
+        assert _sorted_rows(stores["one"], table) == _sorted_rows(stores["parts"], table), table
+
+
+def test_part_file_names_parse_back_to_their_batch() -> None:
+    folder = Path("store/genotypes/contig=chr1")
+    for stem, batch in (("b1", "b1"), ("b.1", "b.1"), ("b1" + store_mod.FILL_SUFFIX, "b1")):
+        for part in (0, 1, 12, 10000):
+            path = store_mod._part_path(folder, stem, part)
+            assert store_mod._batch_of_file(path) == batch, path
+    assert store_mod._part_path(folder, "b1", 3).name == "b1+0003.parquet"
+    assert store_mod._batch_of_file(folder / "+0001.parquet") is None
+
+
 def _kinship_codes(store: Path, work: Path) -> dict[tuple[str, str], int]:
     """(sample, variant_id) -> the kinship code (0, 1, 2; -1 missing) the store's spill filler
     (``_genotype_codes``) writes for every polymorphic allele."""
