@@ -21,10 +21,10 @@ A batch's genotypes, annotations and ref_blocks files are written in parts of at
 :data:`PART_ROW_GROUPS` row groups: ``{stem}.parquet``, then ``{stem}+0001.parquet``, ... (each
 genotypes part with site_counts and sample_counts files of its own name). Genotype files are
 dense: every sample of a file has one row per site of the file, in the same (pos, variant_id)
-order, window by window of positions and, in a window, samples one after the other. Contig values in directory names are
-percent-encoded (``urllib.parse.quote``); DuckDB, pyarrow, pandas and polars decode them. Files
-of a batch without its ``_batches`` JSON are leftovers of an interrupted run and are removed by
-the next :func:`aggregate`.
+order, window by window of positions and, in a window, samples one after the other. Contig
+values in directory names are percent-encoded (``urllib.parse.quote``); DuckDB, pyarrow, pandas
+and polars decode them. Files of a batch without its ``_batches`` JSON are leftovers of an
+interrupted run and are removed by the next :func:`aggregate`.
 
 Streaming: inputs are parsed in chunks of columns (Arrow CSV reader, no Python object per
 record) and kept in temporary Arrow files; genotypes are written sample by sample in row
@@ -307,8 +307,8 @@ WIDE_ROW_GROUP = 1 << 16  # rows per row group of the annotations and site_count
 # Row groups per file of a batch's genotypes, annotations and ref_blocks. pyarrow's Parquet
 # writer keeps the metadata of every row group it wrote (about 0.8 KB per column) until the
 # file closes: one file per batch and contig would hold ~11 KB per 2^18 genotype rows (3 GB
-# for 10,000 genomes on chr1, and a footer every reader parses). So a batch's rows go to files
-# of at most this many row groups ("parts": {stem}.parquet, {stem}+0001.parquet, ...).
+# for 10,000 samples x 8 million chr1 alleles, and a footer every reader parses). So a batch's
+# rows go to files of at most this many row groups ({stem}.parquet, {stem}+0001.parquet, ...).
 PART_ROW_GROUPS = 64
 # DuckDB's memory for each of cohortflow's own queries (the batch's site list, the cohort
 # tables): beyond it, DuckDB spills to disk
@@ -1446,6 +1446,7 @@ class _GenotypeParts:
                 _write_parquet(table, path, _file_metadata("sample_counts", self.meta))
                 self.done.append(path)
         self.sites, self.names, self.totals = None, None, None
+        _release_memory()  # the closed writers' buffers and row-group metadata
 
     def close(self, ok: bool = True) -> list[Path]:
         """Finish the last part (its files put in place when ``ok``); every file put in place."""
