@@ -1290,6 +1290,12 @@ class _BufferedWriter:
             table = pa.concat_tables(self.parts).cast(self.schema).unify_dictionaries()
             self._writer.write_table(table, row_group_size=max(self.rows, table.num_rows))
             self.written += table.num_rows
+            del table
+            self.parts, self.buffered = [], 0
+            # the row group's copies back to the system: without it the resident size creeps
+            # up row group after row group (fragments of the freed copies) and the peak grows
+            # with the rows written
+            _release_memory()
         self.parts, self.buffered = [], 0
 
     def close(self, ok: bool = True) -> bool:
@@ -1446,7 +1452,7 @@ class _GenotypeParts:
                 _write_parquet(table, path, _file_metadata("sample_counts", self.meta))
                 self.done.append(path)
         self.sites, self.names, self.totals = None, None, None
-        _release_memory()  # the closed writers' buffers and row-group metadata
+        _release_memory()  # the closed writers' row-group metadata
 
     def close(self, ok: bool = True) -> list[Path]:
         """Finish the last part (its files put in place when ``ok``); every file put in place."""
