@@ -102,7 +102,7 @@ _ALLELE_RE = re.compile(r"^[ACGTN]+$")
 _REF_RE = re.compile(r"^[A-Z]+$")
 FILL_SUFFIX = "+fill"  # "+" is not allowed in batch names, so file names parse back unambiguously
 # "{stem}+{k}": part k >= 1 of a batch's file (part 0 is "{stem}"), see PART_ROW_GROUPS
-_FILE_STEM_RE = re.compile(r"^(?P<batch>.+?)(?:\+fill)?(?:\+(?P<part>\d+))?$")
+_FILE_STEM_RE = re.compile(r"^(?P<batch>.+?)(?:\+fill)?(?:\+\d+)?$")
 
 SAMPLES_SCHEMA = pa.schema(
     [
@@ -1438,16 +1438,16 @@ class _GenotypeParts:
             self.totals += values
 
     def _close_part(self, ok: bool = True) -> None:
-        name = _part_path(Path(), self.stem, self.rows.part).name
         if ok:
             self.end_window()
         placed = self.rows.roll(ok)
         if self.sites is not None and self.sites.close(ok and placed):
             self.done.append(self.sites.path)
         if placed:
-            self.done.append(self.rows.done[-1])
+            part = self.rows.done[-1]
+            self.done.append(part)
             if self.names is not None and self.totals is not None:
-                path = _partition_dir(self.store / "sample_counts", self.contig) / name
+                path = _partition_dir(self.store / "sample_counts", self.contig) / part.name
                 table = _sort(_sample_counts_table(self.names, self.totals), ["sample"])
                 _write_parquet(table, path, _file_metadata("sample_counts", self.meta))
                 self.done.append(path)
@@ -1544,14 +1544,13 @@ def _part_path(folder: Path, stem: str, part: int) -> Path:
 
 def _part_files(folder: Path, stem: str) -> list[Path]:
     """The parts of the file ``stem`` in ``folder``, in part order."""
-    parts = []
-    for path in folder.glob(f"{glob.escape(stem)}*.parquet"):
-        name = path.name[: -len(".parquet")]
-        if name == stem:
-            parts.append((0, path))
-        elif name.startswith(stem + "+") and name[len(stem) + 1 :].isdigit():
-            parts.append((int(name[len(stem) + 1 :]), path))
-    return [path for _, path in sorted(parts)]
+    part = re.compile(re.escape(stem) + r"(?:\+(\d+))?\.parquet")
+    found = [
+        (m, p)
+        for p in folder.glob(f"{glob.escape(stem)}*.parquet")
+        if (m := part.fullmatch(p.name))
+    ]
+    return [p for _, p in sorted(found, key=lambda x: int(x[0].group(1) or 0))]
 
 
 def _sql_path(path: Path) -> str:
